@@ -1,0 +1,38 @@
+"""YAML configs: one file describes a model size plus its sampling defaults."""
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from svd.model import SVDModel
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+REQUIRED_SECTIONS = ("model", "sampling")
+
+
+def resolve_config_path(name_or_path):
+    """Accept a path or a bare name from configs/ (``svd``, ``svd_xt``, ``svd_tiny``)."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"config '{name_or_path}' not found (looked for {path}); known configs: {known}")
+    return path
+
+
+def load_config(name_or_path):
+    path = resolve_config_path(name_or_path)
+    cfg = OmegaConf.load(path)
+    for section in REQUIRED_SECTIONS:
+        if section not in cfg:
+            raise KeyError(f"{path}: missing top-level section '{section}'")
+    return cfg
+
+
+def build_model(cfg):
+    """Instantiate the networks of a loaded config (random weights)."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    try:
+        return SVDModel(**model_cfg)
+    except TypeError as err:
+        raise ValueError(f"config 'model' section does not match the architecture: {err}") from None

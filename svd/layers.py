@@ -1,0 +1,145 @@
+"""Small building blocks shared by the UNet, the VAE and the CLIP tower.
+
+Norms keep parameters named ``weight``/``bias`` so MindSpore names line up with
+the PyTorch checkpoints, and they always compute in float32.
+"""
+import math
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+
+class GroupNorm(nn.Cell):
+    """GroupNorm over any rank (4-D images, 5-D videos), statistics in fp32."""
+
+    def __init__(self, num_channels, num_groups=32, eps=1e-5):
+        super().__init__()
+        if num_channels % num_groups:
+            raise ValueError(f"GroupNorm: {num_channels} channels are not divisible into {num_groups} groups")
+        self.num_groups = num_groups
+        self.eps = eps
+        self.weight = Parameter(Tensor(np.ones(num_channels, np.float32)), name="weight")
+        self.bias = Parameter(Tensor(np.zeros(num_channels, np.float32)), name="bias")
+
+    def construct(self, x):
+        shape = x.shape
+        h = x.astype(ms.float32).reshape(shape[0], self.num_groups, -1)
+        mean = h.mean(-1, keep_dims=True)
+        var = ops.square(h - mean).mean(-1, keep_dims=True)
+        h = ((h - mean) * ops.rsqrt(var + self.eps)).reshape(shape)
+        affine_shape = (1, -1) + (1,) * (len(shape) - 2)
+        h = h * self.weight.reshape(affine_shape) + self.bias.reshape(affine_shape)
+        return h.astype(x.dtype)
+
+
+class LayerNorm(nn.Cell):
+    """LayerNorm over the last axis in fp32 (eps 1e-5 as in PyTorch, not MindSpore's 1e-7)."""
+
+    def __init__(self, dim, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = Parameter(Tensor(np.ones(dim, np.float32)), name="weight")
+        self.bias = Parameter(Tensor(np.zeros(dim, np.float32)), name="bias")
+
+    def construct(self, x):
+        h = x.astype(ms.float32)
+        mean = h.mean(-1, keep_dims=True)
+        var = ops.square(h - mean).mean(-1, keep_dims=True)
+        h = (h - mean) * ops.rsqrt(var + self.eps) * self.weight + self.bias
+        return h.astype(x.dtype)
+
+
+def timestep_embedding(t, dim, max_period=10000.0):
+    """Sinusoidal embedding, cos half first; used for noise level, micro-conditions and frame index."""
+    half = dim // 2
+    freqs = ops.exp(ops.arange(0, half, dtype=ms.float32) * (-math.log(max_period) / half))
+    args = t.astype(ms.float32).reshape(-1, 1) * freqs.reshape(1, -1)
+    emb = ops.cat((ops.cos(args), ops.sin(args)), axis=-1)
+    if dim % 2:
+        emb = ops.cat((emb, ops.zeros((emb.shape[0], 1), ms.float32)), axis=-1)
+    return emb
+
+
+def conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=None, has_bias=True):
+    """Conv2d with PyTorch-style symmetric zero padding (default: 'same' for odd kernels)."""
+    padding = kernel_size // 2 if padding is None else padding
+    if padding == 0:
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="valid", has_bias=has_bias)
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad", padding=padding,
+                     has_bias=has_bias)
+
+
+class TemporalConv(nn.Cell):
+    """Conv3d with a (k, 1, 1) kernel over ``b c t h w``, run as a Conv2d over ``(t, h*w)``.
+
+    The weight keeps the 5-D PyTorch shape so checkpoints map one to one; the 2-D
+    form avoids Conv3d, which is slow on CPU and fp16-only on some Ascend stacks.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size=(3, 1, 1)):
+        super().__init__()
+        kt, kh, kw = kernel_size
+        if kh != 1 or kw != 1 or kt % 2 == 0:
+            raise ValueError(f"video_kernel_size must be [odd, 1, 1], got {list(kernel_size)}")
+        self.pad = kt // 2
+        bound = 1.0 / math.sqrt(in_channels * kt)
+        init = np.random.uniform(-bound, bound, (out_channels, in_channels, kt, 1, 1)).astype(np.float32)
+        self.weight = Parameter(Tensor(init), name="weight")
+        self.bias = Parameter(Tensor(np.random.uniform(-bound, bound, out_channels).astype(np.float32)), name="bias")
+
+    def construct(self, x):
+        b, c, t, h, w = x.shape
+        weight = self.weight.astype(x.dtype)
+        kernel = weight.reshape(weight.shape[0], weight.shape[1], weight.shape[2], 1)
+        y = ops.conv2d(x.reshape(b, c, t, h * w), kernel, pad_mode="pad", padding=(self.pad, 0))
+        y = y + self.bias.astype(x.dtype).reshape(1, -1, 1, 1)
+        return y.reshape(b, -1, t, h, w)
+
+
+def upsample_nearest_2x(x):
+    """Exact nearest-neighbour x2 upsampling of a 4-D tensor."""
+    b, c, h, w = x.shape
+    x = ops.broadcast_to(x.reshape(b, c, h, 1, w, 1), (b, c, h, 2, w, 2))
+    return x.reshape(b, c, h * 2, w * 2)
+
+
+def to_video(x, num_frames):
+    """``(b t) c h w`` -> ``b c t h w``."""
+    bt, c, h, w = x.shape
+    return x.reshape(bt // num_frames, num_frames, c, h, w).transpose(0, 2, 1, 3, 4)
+
+
+def to_frames(x):
+    """``b c t h w`` -> ``(b t) c h w``."""
+    b, c, t, h, w = x.shape
+    return x.transpose(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+
+
+class AlphaBlender(nn.Cell):
+    """Learned blend of a spatial and a temporal branch, alpha = sigmoid(mix_factor).
+
+    ``with_images``: frames flagged by ``image_only_indicator`` take the spatial
+    branch only (alpha 1), so image and video samples can share a batch.
+    ``temporal_first``: alpha weights the temporal branch (the VAE decoder's convention).
+    """
+
+    def __init__(self, merge_factor=0.5, with_images=True, temporal_first=False):
+        super().__init__()
+        self.with_images = with_images
+        self.temporal_first = temporal_first
+        self.mix_factor = Parameter(Tensor(np.array([merge_factor], np.float32)), name="mix_factor")
+
+    def construct(self, x_spatial, x_temporal, image_only_indicator=None):
+        alpha = ops.sigmoid(self.mix_factor)
+        if self.with_images:
+            alpha = ops.where(image_only_indicator > 0.5, ops.ones_like(image_only_indicator),
+                              ops.broadcast_to(alpha, image_only_indicator.shape).astype(image_only_indicator.dtype))
+            if x_spatial.ndim == 5:
+                alpha = alpha.reshape(alpha.shape[0], 1, alpha.shape[1], 1, 1)
+            else:
+                alpha = alpha.reshape(-1, 1, 1)
+        alpha = alpha.astype(x_spatial.dtype)
+        if self.temporal_first:
+            return alpha * x_temporal + (1.0 - alpha) * x_spatial
+        return alpha * x_spatial + (1.0 - alpha) * x_temporal

@@ -1,0 +1,61 @@
+"""The SVD model: UNet, VAE and CLIP image tower plus the conditioning that ties them."""
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn, ops
+
+from svd.clip import VisionTransformer, clip_preprocess
+from svd.diffusion import append_dims, v_scalings
+from svd.layers import timestep_embedding
+from svd.unet import VideoUNet
+from svd.vae import AutoencoderKL
+
+
+def micro_conditioning(fps_id, motion_bucket_id, noise_aug_strength, dim):
+    """``(n, 3*dim)`` vector of sinusoids of fps-1, motion bucket and noise augmentation (in that order)."""
+    parts = [timestep_embedding(Tensor(np.asarray(v, np.float32).reshape(-1)), dim)
+             for v in (fps_id, motion_bucket_id, noise_aug_strength)]
+    return ops.cat(parts, axis=1)
+
+
+class SVDModel(nn.Cell):
+    """Holds the three networks; parameter prefixes are ``unet.``, ``vae.`` and ``image_encoder.``."""
+
+    def __init__(self, unet, vae, image_encoder, micro_cond_dim=256, scale_factor=0.18215):
+        super().__init__()
+        self.unet = VideoUNet(**unet)
+        self.vae = AutoencoderKL(**vae)
+        self.image_encoder = VisionTransformer(**image_encoder)
+        self.micro_cond_dim = micro_cond_dim
+        self.scale_factor = scale_factor
+        self.latent_channels = vae["embed_dim"]
+        self.downscale = 2 ** (len(vae["ch_mult"]) - 1)
+
+    def embed_image(self, image):
+        """CLIP embedding of ``[-1, 1]`` images as a one-token context ``(b, 1, d)``."""
+        pixels = clip_preprocess(image, self.image_encoder.image_size)
+        return self.image_encoder(pixels).reshape(image.shape[0], 1, -1)
+
+    def condition_latent(self, image):
+        """Posterior mode of the (noise-augmented) conditioning image, not scaled by scale_factor."""
+        mean, _ = self.vae.encode_moments(image)
+        return mean
+
+    def vector(self, fps_id, motion_bucket_id, noise_aug_strength):
+        return micro_conditioning(fps_id, motion_bucket_id, noise_aug_strength, self.micro_cond_dim)
+
+    def denoise(self, x, sigma, concat, context, vector, image_only_indicator):
+        """x0 estimate ``c_skip x + c_out F(c_in x, c_noise)`` in fp32; sigma is ``(b t,)``."""
+        c_skip, c_out, c_in, c_noise = v_scalings(sigma)
+        x = x.astype(ms.float32)
+        net_in = ops.cat((x * append_dims(c_in, x.ndim), concat.astype(ms.float32)), axis=1)
+        dtype = self.unet.out[2].weight.dtype
+        out = self.unet(net_in.astype(dtype), c_noise, context.astype(dtype), vector.astype(dtype),
+                        image_only_indicator.astype(dtype))
+        return x * append_dims(c_skip, x.ndim) + out.astype(ms.float32) * append_dims(c_out, x.ndim)
+
+    def decode(self, latents, chunk_size):
+        """Latents ``(t, c, h, w)`` to frames in ``[-1, 1]``; temporal layers see one chunk at a time."""
+        z = latents / self.scale_factor
+        chunks = [self.vae.decoder(z[i:i + chunk_size], min(chunk_size, z.shape[0] - i))
+                  for i in range(0, z.shape[0], chunk_size)]
+        return ops.cat(chunks, axis=0)

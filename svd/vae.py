@@ -1,0 +1,210 @@
+"""The SVD autoencoder: a 2-D KL encoder and a decoder with temporal layers against flicker.
+
+Names follow Stability's checkpoint (``encoder.down.0.block.0.norm1`` ...).
+"""
+import mindspore as ms
+from mindspore import nn, ops
+
+from svd.layers import AlphaBlender, GroupNorm, TemporalConv, conv2d, to_frames, to_video, upsample_nearest_2x
+from svd.unet import ResBlock
+
+
+class ResnetBlock(nn.Cell):
+    """VAE ResnetBlock without a time embedding (GroupNorm eps 1e-6)."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.norm1 = GroupNorm(in_channels, eps=1e-6)
+        self.conv1 = conv2d(in_channels, out_channels)
+        self.norm2 = GroupNorm(out_channels, eps=1e-6)
+        self.conv2 = conv2d(out_channels, out_channels)
+        self.has_shortcut = in_channels != out_channels
+        if self.has_shortcut:
+            self.nin_shortcut = conv2d(in_channels, out_channels, 1)
+
+    def _residual(self, x):
+        h = self.conv1(ops.silu(self.norm1(x)))
+        h = self.conv2(ops.silu(self.norm2(h)))
+        return (self.nin_shortcut(x) if self.has_shortcut else x) + h
+
+    def construct(self, x, num_frames):
+        return self._residual(x)
+
+
+class VideoResnetBlock(ResnetBlock):
+    """Decoder block: 2-D ResnetBlock, then a temporal ResBlock blended in by sigmoid(mix_factor)."""
+
+    def __init__(self, in_channels, out_channels, video_kernel_size, alpha=0.0):
+        super().__init__(in_channels, out_channels)
+        self.time_stack = ResBlock(out_channels, 0, out_channels, temporal_kernel=video_kernel_size, eps=1e-5)
+        self.blend = AlphaBlender(alpha, with_images=False, temporal_first=True)
+
+    def construct(self, x, num_frames):
+        x = to_video(self._residual(x), num_frames)
+        return to_frames(self.blend(x, self.time_stack(x, None)))
+
+
+class AttnBlock(nn.Cell):
+    """Single-head self-attention over all pixels with 1x1-conv projections."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.norm = GroupNorm(channels, eps=1e-6)
+        self.q = conv2d(channels, channels, 1)
+        self.k = conv2d(channels, channels, 1)
+        self.v = conv2d(channels, channels, 1)
+        self.proj_out = conv2d(channels, channels, 1)
+        self.scale = channels ** -0.5
+
+    def construct(self, x, num_frames):
+        b, c, h, w = x.shape
+        hn = self.norm(x)
+        q = self.q(hn).reshape(b, c, h * w).transpose(0, 2, 1).astype(ms.float32)
+        k = self.k(hn).reshape(b, c, h * w).astype(ms.float32)
+        v = self.v(hn).reshape(b, c, h * w)
+        probs = ops.softmax(ops.matmul(q * self.scale, k), axis=-1).astype(v.dtype)
+        out = ops.matmul(v, probs.transpose(0, 2, 1)).reshape(b, c, h, w)
+        return x + self.proj_out(out)
+
+
+class Resample(nn.Cell):
+    """Encoder downsample (pad right/bottom, stride-2 conv) or decoder upsample (nearest x2, conv)."""
+
+    def __init__(self, channels, down):
+        super().__init__()
+        self.down = down
+        self.conv = conv2d(channels, channels, 3, stride=2, padding=0) if down else conv2d(channels, channels, 3)
+
+    def construct(self, x):
+        if self.down:
+            return self.conv(ops.pad(x, (0, 1, 0, 1)))
+        return self.conv(upsample_nearest_2x(x))
+
+
+class Level(nn.Cell):
+    """One resolution level: ResnetBlocks then an optional resample."""
+
+    def __init__(self, blocks, resample=None):
+        super().__init__()
+        self.block = nn.CellList(blocks)
+        self.has_down = resample is not None and resample.down
+        self.has_up = resample is not None and not resample.down
+        if self.has_down:
+            self.downsample = resample
+        if self.has_up:
+            self.upsample = resample
+
+    def construct(self, x, num_frames):
+        for block in self.block:
+            x = block(x, num_frames)
+        if self.has_down:
+            x = self.downsample(x)
+        if self.has_up:
+            x = self.upsample(x)
+        return x
+
+
+class MidBlock(nn.Cell):
+    """ResnetBlock, attention, ResnetBlock at the lowest resolution."""
+
+    def __init__(self, block_1, channels, block_2):
+        super().__init__()
+        self.block_1 = block_1
+        self.attn_1 = AttnBlock(channels)
+        self.block_2 = block_2
+
+    def construct(self, x, num_frames):
+        return self.block_2(self.attn_1(self.block_1(x, num_frames), num_frames), num_frames)
+
+
+class Encoder(nn.Cell):
+    """2-D encoder to the mean and log-variance of the latent posterior."""
+
+    def __init__(self, ch, ch_mult, num_res_blocks, z_channels, in_channels=3):
+        super().__init__()
+        self.conv_in = conv2d(in_channels, ch)
+        levels = []
+        block_in = ch
+        for i, mult in enumerate(ch_mult):
+            blocks = []
+            for _ in range(num_res_blocks):
+                blocks.append(ResnetBlock(block_in, ch * mult))
+                block_in = ch * mult
+            last = i == len(ch_mult) - 1
+            levels.append(Level(blocks, None if last else Resample(block_in, down=True)))
+        self.down = nn.CellList(levels)
+        self.mid = MidBlock(ResnetBlock(block_in, block_in), block_in, ResnetBlock(block_in, block_in))
+        self.norm_out = GroupNorm(block_in, eps=1e-6)
+        self.conv_out = conv2d(block_in, 2 * z_channels)
+
+    def construct(self, x):
+        h = self.conv_in(x)
+        for level in self.down:
+            h = level(h, 1)
+        h = self.mid(h, 1)
+        return self.conv_out(ops.silu(self.norm_out(h)))
+
+
+class TimeMixConvOut(nn.Cell):
+    """Final 3x3 conv followed by a temporal conv (Stability's AE3DConv)."""
+
+    def __init__(self, in_channels, out_channels, video_kernel_size):
+        super().__init__()
+        conv = conv2d(in_channels, out_channels)
+        self.weight = conv.weight
+        self.bias = conv.bias
+        self.time_mix_conv = TemporalConv(out_channels, out_channels, video_kernel_size)
+
+    def construct(self, x, num_frames):
+        y = ops.conv2d(x, self.weight.astype(x.dtype), pad_mode="pad", padding=1)
+        y = y + self.bias.astype(x.dtype).reshape(1, -1, 1, 1)
+        return to_frames(self.time_mix_conv(to_video(y, num_frames)))
+
+
+class VideoDecoder(nn.Cell):
+    """Decoder whose ResnetBlocks and output conv see the frames of one decode chunk."""
+
+    def __init__(self, ch, ch_mult, num_res_blocks, z_channels, out_ch=3, video_kernel_size=(3, 1, 1)):
+        super().__init__()
+        kernel = tuple(video_kernel_size)
+        block_in = ch * ch_mult[-1]
+        self.conv_in = conv2d(z_channels, block_in)
+        self.mid = MidBlock(VideoResnetBlock(block_in, block_in, kernel), block_in,
+                            VideoResnetBlock(block_in, block_in, kernel))
+        levels = []
+        for i in reversed(range(len(ch_mult))):
+            blocks = []
+            for _ in range(num_res_blocks + 1):
+                blocks.append(VideoResnetBlock(block_in, ch * ch_mult[i], kernel))
+                block_in = ch * ch_mult[i]
+            levels.insert(0, Level(blocks, Resample(block_in, down=False) if i else None))
+        self.up = nn.CellList(levels)
+        self.num_levels = len(ch_mult)
+        self.norm_out = GroupNorm(block_in, eps=1e-6)
+        self.conv_out = TimeMixConvOut(block_in, out_ch, kernel)
+
+    def construct(self, z, num_frames):
+        h = self.mid(self.conv_in(z), num_frames)
+        for i in range(self.num_levels - 1, -1, -1):
+            h = self.up[i](h, num_frames)
+        return self.conv_out(ops.silu(self.norm_out(h)), num_frames)
+
+
+class AutoencoderKL(nn.Cell):
+    """Encoder (+ quant_conv) to a diagonal Gaussian, temporal decoder back to pixels."""
+
+    def __init__(self, ch, ch_mult, num_res_blocks, z_channels, embed_dim, in_channels=3, out_ch=3,
+                 video_kernel_size=(3, 1, 1)):
+        super().__init__()
+        self.encoder = Encoder(ch, ch_mult, num_res_blocks, z_channels, in_channels)
+        self.quant_conv = conv2d(2 * z_channels, 2 * embed_dim, 1)
+        self.decoder = VideoDecoder(ch, ch_mult, num_res_blocks, embed_dim, out_ch, video_kernel_size)
+
+    def encode_moments(self, x):
+        """Mean and log-variance (clamped to [-30, 20]) of the posterior."""
+        moments = self.quant_conv(self.encoder(x))
+        mean, logvar = ops.chunk(moments, 2, axis=1)
+        return mean, ops.clamp(logvar, -30.0, 20.0)
+
+    def construct(self, z, num_frames):
+        return self.decoder(z, num_frames)
