@@ -121,13 +121,11 @@ class AlphaBlender(nn.Cell):
 
     ``with_images``: frames flagged by ``image_only_indicator`` take the spatial
     branch only (alpha 1), so image and video samples can share a batch.
-    ``temporal_first``: alpha weights the temporal branch (the VAE decoder's convention).
     """
 
-    def __init__(self, merge_factor=0.5, with_images=True, temporal_first=False):
+    def __init__(self, merge_factor=0.5, with_images=True):
         super().__init__()
         self.with_images = with_images
-        self.temporal_first = temporal_first
         self.mix_factor = Parameter(Tensor(np.array([merge_factor], np.float32)), name="mix_factor")
 
     def construct(self, x_spatial, x_temporal, image_only_indicator=None):
@@ -140,6 +138,4 @@ class AlphaBlender(nn.Cell):
             else:
                 alpha = alpha.reshape(-1, 1, 1)
         alpha = alpha.astype(x_spatial.dtype)
-        if self.temporal_first:
-            return alpha * x_temporal + (1.0 - alpha) * x_spatial
         return alpha * x_spatial + (1.0 - alpha) * x_temporal

@@ -29,6 +29,7 @@ class SVDModel(nn.Cell):
         self.scale_factor = scale_factor
         self.latent_channels = vae["embed_dim"]
         self.downscale = 2 ** (len(vae["ch_mult"]) - 1)
+        self.size_multiple = self.downscale * 2 ** (len(unet["channel_mult"]) - 1)
 
     def embed_image(self, image):
         """CLIP embedding of ``[-1, 1]`` images as a one-token context ``(b, 1, d)``."""
@@ -53,9 +54,6 @@ class SVDModel(nn.Cell):
                         image_only_indicator.astype(dtype))
         return x * append_dims(c_skip, x.ndim) + out.astype(ms.float32) * append_dims(c_out, x.ndim)
 
-    def decode(self, latents, chunk_size):
-        """Latents ``(t, c, h, w)`` to frames in ``[-1, 1]``; temporal layers see one chunk at a time."""
-        z = latents / self.scale_factor
-        chunks = [self.vae.decoder(z[i:i + chunk_size], min(chunk_size, z.shape[0] - i))
-                  for i in range(0, z.shape[0], chunk_size)]
-        return ops.cat(chunks, axis=0)
+    def decode(self, latents):
+        """One chunk of latents ``(t, c, h, w)`` to frames in ``[-1, 1]``; the temporal layers see only this chunk."""
+        return self.vae.decoder(latents / self.scale_factor, latents.shape[0])

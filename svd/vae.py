@@ -3,9 +3,10 @@
 Names follow Stability's checkpoint (``encoder.down.0.block.0.norm1`` ...).
 """
 import mindspore as ms
-from mindspore import nn, ops
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
 
-from svd.layers import AlphaBlender, GroupNorm, TemporalConv, conv2d, to_frames, to_video, upsample_nearest_2x
+from svd.layers import GroupNorm, TemporalConv, conv2d, to_frames, to_video, upsample_nearest_2x
 from svd.unet import ResBlock
 
 
@@ -37,11 +38,12 @@ class VideoResnetBlock(ResnetBlock):
     def __init__(self, in_channels, out_channels, video_kernel_size, alpha=0.0):
         super().__init__(in_channels, out_channels)
         self.time_stack = ResBlock(out_channels, 0, out_channels, temporal_kernel=video_kernel_size, eps=1e-5)
-        self.blend = AlphaBlender(alpha, with_images=False, temporal_first=True)
+        self.mix_factor = Parameter(Tensor(np.array([alpha], np.float32)), name="mix_factor")
 
     def construct(self, x, num_frames):
         x = to_video(self._residual(x), num_frames)
-        return to_frames(self.blend(x, self.time_stack(x, None)))
+        alpha = ops.sigmoid(self.mix_factor).astype(x.dtype)
+        return to_frames(alpha * self.time_stack(x, None) + (1.0 - alpha) * x)
 
 
 class AttnBlock(nn.Cell):
