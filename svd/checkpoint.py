@@ -114,32 +114,51 @@ def _from_ours(array, kind, count):
     return [array]
 
 
-def convert_to_ours(state, shapes, model_cfg, layout=None):
-    """External state -> (our state, report). Checks coverage and every shape."""
-    layout = layout or detect_layout(state)
+def external_shapes(kind, shape, count):
+    """Shapes of the external tensors that make one of our parameters of ``shape``."""
+    if kind == "split_qkv":
+        return [(shape[0] // count,) + tuple(shape[1:])] * count
+    if kind == "conv1x1":
+        return [tuple(shape[:2])]
+    if kind == "transpose":
+        return [tuple(shape[::-1])]
+    return [tuple(shape)]
+
+
+def match_keys(available, shapes, model_cfg, layout):
+    """Plan a conversion from external ``name -> shape`` to our parameters; report every gap."""
     report = ConversionReport()
-    ours = {}
-    used = set()
+    plan = {}
+    claimed = set()
     for name, (keys, kind) in _entries(shapes, layout, model_cfg).items():
-        absent = [k for k in keys if k not in state]
+        absent = [k for k in keys if k not in available]
         if absent:
             report.missing.extend(absent)
             continue
-        used.update(keys)
-        array = np.ascontiguousarray(_to_ours([state[k] for k in keys], kind, shapes[name]))
-        if tuple(array.shape) != shapes[name]:
-            report.mismatched.append(f"{keys[0]} {tuple(array.shape)} != {shapes[name]}")
+        claimed.update(keys)
+        expected = external_shapes(kind, shapes[name], len(keys))
+        wrong = [f"{k} {tuple(available[k])} != {e}" for k, e in zip(keys, expected) if tuple(available[k]) != e]
+        if wrong:
+            report.mismatched.extend(wrong)
             continue
-        ours[name] = array
-    for key in state:
-        if key in used:
+        plan[name] = (keys, kind)
+    for key in available:
+        if key in claimed:
             continue
-        if layout == "stability" and STABILITY_IGNORED.match(key):
-            report.ignored.append(key)
-        elif layout == "diffusers" and key.endswith("position_ids"):
+        if (layout == "stability" and STABILITY_IGNORED.match(key)) or \
+                (layout == "diffusers" and key.endswith("position_ids")):
             report.ignored.append(key)
         else:
             report.unexpected.append(key)
+    return plan, report
+
+
+def convert_to_ours(state, shapes, model_cfg, layout=None):
+    """External state -> (our state, report). Checks coverage and every shape."""
+    layout = layout or detect_layout(state)
+    plan, report = match_keys({k: v.shape for k, v in state.items()}, shapes, model_cfg, layout)
+    ours = {name: np.ascontiguousarray(_to_ours([state[k] for k in keys], kind, shapes[name]))
+            for name, (keys, kind) in plan.items()}
     return ours, report
 
 

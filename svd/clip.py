@@ -2,22 +2,16 @@
 
 Names follow open_clip's ``visual`` module, the layout of Stability's checkpoint.
 """
-import math
-
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import Normal, Zero, initializer
 
-from svd.layers import LayerNorm
+from svd.layers import LayerNorm, uniform_parameter
 from svd.resize import antialias_resize_matrix
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def _uniform(shape, fan_in):
-    bound = 1.0 / math.sqrt(fan_in)
-    return Tensor(np.random.uniform(-bound, bound, shape).astype(np.float32))
 
 
 class MultiheadAttention(nn.Cell):
@@ -26,8 +20,8 @@ class MultiheadAttention(nn.Cell):
     def __init__(self, width, heads):
         super().__init__()
         self.heads = heads
-        self.in_proj_weight = Parameter(_uniform((3 * width, width), width), name="in_proj_weight")
-        self.in_proj_bias = Parameter(Tensor(np.zeros(3 * width, np.float32)), name="in_proj_bias")
+        self.in_proj_weight = uniform_parameter((3 * width, width), width, "in_proj_weight")
+        self.in_proj_bias = Parameter(initializer(Zero(), (3 * width,), ms.float32), name="in_proj_bias")
         self.out_proj = nn.Dense(width, width)
 
     def construct(self, x):
@@ -91,14 +85,13 @@ class VisionTransformer(nn.Cell):
         self.patch_size = patch_size
         self.conv1 = nn.Conv2d(3, width, patch_size, stride=patch_size, pad_mode="valid", has_bias=False)
         scale = width ** -0.5
-        self.class_embedding = Parameter(Tensor((scale * np.random.randn(width)).astype(np.float32)),
-                                         name="class_embedding")
-        self.positional_embedding = Parameter(
-            Tensor((scale * np.random.randn(grid * grid + 1, width)).astype(np.float32)), name="positional_embedding")
+        self.class_embedding = Parameter(initializer(Normal(scale), (width,), ms.float32), name="class_embedding")
+        self.positional_embedding = Parameter(initializer(Normal(scale), (grid * grid + 1, width), ms.float32),
+                                              name="positional_embedding")
         self.ln_pre = LayerNorm(width)
         self.transformer = Transformer(width, layers, heads, mlp_ratio)
         self.ln_post = LayerNorm(width)
-        self.proj = Parameter(Tensor((scale * np.random.randn(width, output_dim)).astype(np.float32)), name="proj")
+        self.proj = Parameter(initializer(Normal(scale), (width, output_dim), ms.float32), name="proj")
 
     def construct(self, pixels):
         x = self.conv1(pixels)

@@ -6,8 +6,13 @@ the PyTorch checkpoints, and they always compute in float32.
 import math
 
 import mindspore as ms
-import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, nn, ops
+from mindspore.common.initializer import Constant, One, Uniform, Zero, initializer
+
+
+def uniform_parameter(shape, fan_in, name):
+    """PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)); lazily materialised by MindSpore."""
+    return Parameter(initializer(Uniform(1.0 / math.sqrt(fan_in)), shape, ms.float32), name=name)
 
 
 class GroupNorm(nn.Cell):
@@ -19,8 +24,8 @@ class GroupNorm(nn.Cell):
             raise ValueError(f"GroupNorm: {num_channels} channels are not divisible into {num_groups} groups")
         self.num_groups = num_groups
         self.eps = eps
-        self.weight = Parameter(Tensor(np.ones(num_channels, np.float32)), name="weight")
-        self.bias = Parameter(Tensor(np.zeros(num_channels, np.float32)), name="bias")
+        self.weight = Parameter(initializer(One(), (num_channels,), ms.float32), name="weight")
+        self.bias = Parameter(initializer(Zero(), (num_channels,), ms.float32), name="bias")
 
     def construct(self, x):
         shape = x.shape
@@ -39,8 +44,8 @@ class LayerNorm(nn.Cell):
     def __init__(self, dim, eps=1e-5):
         super().__init__()
         self.eps = eps
-        self.weight = Parameter(Tensor(np.ones(dim, np.float32)), name="weight")
-        self.bias = Parameter(Tensor(np.zeros(dim, np.float32)), name="bias")
+        self.weight = Parameter(initializer(One(), (dim,), ms.float32), name="weight")
+        self.bias = Parameter(initializer(Zero(), (dim,), ms.float32), name="bias")
 
     def construct(self, x):
         h = x.astype(ms.float32)
@@ -83,10 +88,8 @@ class TemporalConv(nn.Cell):
         if kh != 1 or kw != 1 or kt % 2 == 0:
             raise ValueError(f"video_kernel_size must be [odd, 1, 1], got {list(kernel_size)}")
         self.pad = kt // 2
-        bound = 1.0 / math.sqrt(in_channels * kt)
-        init = np.random.uniform(-bound, bound, (out_channels, in_channels, kt, 1, 1)).astype(np.float32)
-        self.weight = Parameter(Tensor(init), name="weight")
-        self.bias = Parameter(Tensor(np.random.uniform(-bound, bound, out_channels).astype(np.float32)), name="bias")
+        self.weight = uniform_parameter((out_channels, in_channels, kt, 1, 1), in_channels * kt, "weight")
+        self.bias = uniform_parameter((out_channels,), in_channels * kt, "bias")
 
     def construct(self, x):
         b, c, t, h, w = x.shape
@@ -126,7 +129,7 @@ class AlphaBlender(nn.Cell):
     def __init__(self, merge_factor=0.5, with_images=True):
         super().__init__()
         self.with_images = with_images
-        self.mix_factor = Parameter(Tensor(np.array([merge_factor], np.float32)), name="mix_factor")
+        self.mix_factor = Parameter(initializer(Constant(merge_factor), (1,), ms.float32), name="mix_factor")
 
     def construct(self, x_spatial, x_temporal, image_only_indicator=None):
         alpha = ops.sigmoid(self.mix_factor)

@@ -5,15 +5,12 @@ The number of frames is read from ``image_only_indicator`` (shape ``(b, t)``),
 which is also what lets image-only samples bypass the temporal layers.
 Parameter names follow Stability's checkpoint (``input_blocks.1.0.in_layers.0`` ...).
 """
-import math
-
 import mindspore as ms
-import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import nn, ops
 
 from svd.attention import BasicTransformerBlock, VideoTransformerBlock
 from svd.layers import AlphaBlender, GroupNorm, TemporalConv, conv2d, timestep_embedding, to_frames, to_video, \
-    upsample_nearest_2x
+    uniform_parameter, upsample_nearest_2x
 
 
 class ResBlock(nn.Cell):
@@ -136,10 +133,8 @@ class ConvIn(nn.Cell):
 
     def __init__(self, in_channels, out_channels):
         super().__init__()
-        bound = 1.0 / math.sqrt(in_channels * 9)
-        self.weight = Parameter(Tensor(np.random.uniform(-bound, bound, (out_channels, in_channels, 3, 3))
-                                       .astype(np.float32)), name="weight")
-        self.bias = Parameter(Tensor(np.random.uniform(-bound, bound, out_channels).astype(np.float32)), name="bias")
+        self.weight = uniform_parameter((out_channels, in_channels, 3, 3), in_channels * 9, "weight")
+        self.bias = uniform_parameter((out_channels,), in_channels * 9, "bias")
 
     def construct(self, x, emb, context, image_only_indicator):
         y = ops.conv2d(x, self.weight.astype(x.dtype), pad_mode="pad", padding=1)

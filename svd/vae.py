@@ -3,8 +3,8 @@
 Names follow Stability's checkpoint (``encoder.down.0.block.0.norm1`` ...).
 """
 import mindspore as ms
-import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, nn, ops
+from mindspore.common.initializer import Constant, initializer
 
 from svd.layers import GroupNorm, TemporalConv, conv2d, to_frames, to_video, upsample_nearest_2x
 from svd.unet import ResBlock
@@ -38,7 +38,7 @@ class VideoResnetBlock(ResnetBlock):
     def __init__(self, in_channels, out_channels, video_kernel_size, alpha=0.0):
         super().__init__(in_channels, out_channels)
         self.time_stack = ResBlock(out_channels, 0, out_channels, temporal_kernel=video_kernel_size, eps=1e-5)
-        self.mix_factor = Parameter(Tensor(np.array([alpha], np.float32)), name="mix_factor")
+        self.mix_factor = Parameter(initializer(Constant(alpha), (1,), ms.float32), name="mix_factor")
 
     def construct(self, x, num_frames):
         x = to_video(self._residual(x), num_frames)

@@ -107,3 +107,38 @@ def test_clip_preprocessing(size):
         theirs = (_resize_with_antialiasing(torch.from_numpy(image), (224, 224)) + 1.0) / 2.0
         theirs = (theirs - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     assert_close(clip_preprocess(Tensor(image), 224), theirs)
+
+
+def test_three_step_sampling_matches_diffusers_pipeline(pair, tiny_cfg):
+    """Whole image-to-video run: CLIP, noise augmentation, VAE conditioning, guided Euler, chunked decode."""
+    from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
+    from PIL import Image
+    from transformers import CLIPImageProcessor
+
+    from svd.pipeline import ImageToVideoPipeline, SamplingOptions
+    model, unet, vae, image_encoder = pair
+    options = SamplingOptions.from_config(tiny_cfg.sampling, num_steps=3, num_frames=5, decode_chunk_size=3)
+    scheduler = EulerDiscreteScheduler(prediction_type="v_prediction", use_karras_sigmas=True, sigma_min=0.002,
+                                       sigma_max=700.0, timestep_type="continuous", timestep_spacing="leading")
+    reference_pipe = StableVideoDiffusionPipeline(vae=vae, image_encoder=image_encoder, unet=unet,
+                                                  scheduler=scheduler, feature_extractor=CLIPImageProcessor())
+    reference_pipe.set_progress_bar_config(disable=True)
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (options.height, options.width, 3), dtype=np.uint8)
+    latents = rng.standard_normal((1, options.num_frames, 4, options.height // 8, options.width // 8))
+    latents = latents.astype(np.float32)
+    generator = torch.Generator().manual_seed(11)
+    cond_noise = torch.randn((1, 3, options.height, options.width), generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        theirs = reference_pipe(Image.fromarray(image), height=options.height, width=options.width,
+                                num_frames=options.num_frames, num_inference_steps=options.num_steps,
+                                min_guidance_scale=options.min_guidance_scale,
+                                max_guidance_scale=options.max_guidance_scale, fps=options.fps,
+                                motion_bucket_id=options.motion_bucket_id,
+                                noise_aug_strength=options.noise_aug_strength,
+                                decode_chunk_size=options.decode_chunk_size, generator=generator,
+                                latents=torch.from_numpy(latents), output_type="np").frames[0]
+    ours = ImageToVideoPipeline(model)(image, options, noise=latents[0], cond_noise=cond_noise.numpy(),
+                                       progress=False)
+    assert theirs.std() > 1e-2
+    assert_close(ours, theirs)
