@@ -1,0 +1,74 @@
+"""Turn a still image into a short video with SVD / SVD-XT.
+
+Example (tiny model, random weights, runs in seconds on a CPU):
+    python image_to_video.py --config svd_tiny --random-weights --image assets/demo.png --output outputs/demo.mp4
+Real weights:
+    python image_to_video.py --config svd_xt --checkpoint svd_xt.safetensors --image cat.png --output cat.mp4
+"""
+import argparse
+import sys
+
+import svd  # noqa: F401  (sets the oneDNN ISA before MindSpore is imported)
+import mindspore as ms
+
+from svd.checkpoint import CheckpointError, load_weights
+from svd.config import build_model, load_config
+from svd.media import load_image, write_video
+from svd.pipeline import ImageToVideoPipeline, SamplingOptions
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="svd_tiny", help="svd, svd_xt, svd_tiny or a YAML path")
+    weights = p.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", help="weights: .safetensors/.ckpt (ours or Stability's) or a diffusers folder")
+    weights.add_argument("--random-weights", action="store_true", help="seeded random weights (demo and smoke tests)")
+    p.add_argument("--image", default="assets/demo.png")
+    p.add_argument("--output", default="outputs/video.mp4", help=".mp4, .gif, or a folder for PNG frames")
+    for name, kind in (("num_frames", int), ("num_steps", int), ("height", int), ("width", int), ("fps", int),
+                       ("motion_bucket_id", int), ("noise_aug_strength", float), ("decode_chunk_size", int),
+                       ("min_guidance_scale", float), ("max_guidance_scale", float)):
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help="default: from the config")
+    p.add_argument("--guider", choices=["linear", "triangle"])
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--mode", choices=["pynative", "graph"], default="pynative")
+    p.add_argument("--jit-level", choices=["O0", "O1", "O2"], default="O0", help="graph-mode compile level")
+    p.add_argument("--fp16", action="store_true", help="run the UNet in float16 (norms/softmax stay fp32)")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def warn_unusual(options):
+    if not 5 <= options.fps <= 30:
+        print(f"warning: fps {options.fps} is outside the trained range 5-30", file=sys.stderr)
+    if options.motion_bucket_id > 255:
+        print(f"warning: motion_bucket_id {options.motion_bucket_id} > 255 is far outside training", file=sys.stderr)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.mode == "graph":
+        ms.set_context(mode=ms.GRAPH_MODE, jit_config={"jit_level": args.jit_level})
+    else:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    cfg = load_config(args.config)
+    options = SamplingOptions.from_config(cfg.sampling, **{k: getattr(args, k) for k in SamplingOptions.__dataclass_fields__
+                                                           if k in vars(args)})
+    warn_unusual(options)
+    image = load_image(args.image, options.height, options.width)
+    ms.set_seed(options.seed)
+    model = build_model(cfg, lazy=not args.random_weights)
+    if args.checkpoint:
+        load_weights(model, args.checkpoint, cfg.model)
+    if args.fp16:
+        model.unet.to_float(ms.float16)
+    frames = ImageToVideoPipeline(model)(image, options, progress=not args.no_progress)
+    out = write_video(frames, args.output, options.fps)
+    print(f"wrote {len(frames)} frames ({options.height}x{options.width}) to {out}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError, KeyError, CheckpointError) as err:
+        sys.exit(f"error: {err}")
