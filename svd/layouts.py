@@ -168,7 +168,7 @@ def diffusers_entry(name, unet_cfg, vae_cfg):
         return "unet", [unet_to_diffusers(name[5:], unet_cfg["num_res_blocks"])], "same"
     if name.startswith("vae."):
         renamed = vae_to_diffusers(name[4:], len(vae_cfg["ch_mult"]))
-        kind = "conv1x1" if ".attentions.0.to_" in renamed else "same"
+        kind = "conv1x1" if ".attentions.0.to_" in renamed and renamed.endswith(".weight") else "same"
         return "vae", [renamed], kind
     if name.startswith("image_encoder."):
         keys, kind = image_encoder_to_diffusers(name[len("image_encoder."):])

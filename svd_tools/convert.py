@@ -1,0 +1,64 @@
+"""Convert SVD weights between PyTorch layouts and MindSpore.
+
+    # Stability single file or diffusers folder -> MindSpore checkpoint (our names)
+    python -m svd_tools.convert --config svd_xt --input svd_xt.safetensors --output svd_xt.ckpt
+    # MindSpore -> PyTorch (safetensors), Stability single file or diffusers folder
+    python -m svd_tools.convert --config svd_xt --input svd_xt.ckpt --output back.safetensors --to stability
+    python -m svd_tools.convert --config svd_xt --input svd_xt.ckpt --output svd_xt_diffusers --to diffusers
+
+Every tensor is renamed by an explicit table and shape-checked; missing, unexpected and knowingly
+ignored keys are reported, and nothing is written unless every parameter was found.
+"""
+import argparse
+import sys
+
+import svd  # noqa: F401  (sets the oneDNN ISA before MindSpore is imported)
+from omegaconf import OmegaConf
+
+from svd.checkpoint import (CheckpointError, convert_from_ours, convert_to_ours, detect_layout, model_shapes,
+                            read_tensors, save_diffusers_folder, save_tensors)
+from svd.config import build_model, load_config
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="svd, svd_xt, svd_tiny or a YAML path (the architecture)")
+    p.add_argument("--input", required=True, help=".safetensors, .ckpt or a diffusers folder")
+    p.add_argument("--output", required=True, help=".ckpt/.safetensors file, or a folder for --to diffusers")
+    p.add_argument("--to", choices=["mindspore", "stability", "diffusers"], default="mindspore")
+    return p.parse_args(argv)
+
+
+def convert(config, source, output, target="mindspore"):
+    """Returns the conversion report; raises CheckpointError if the weights do not fit the config."""
+    cfg = load_config(config)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    shapes = model_shapes(build_model(cfg, lazy=True))
+    state = read_tensors(source)
+    layout = detect_layout(state)
+    ours, report = convert_to_ours(state, shapes, model_cfg, layout)
+    if not report.ok():
+        raise CheckpointError(f"{source} ({layout} layout) does not match config '{config}': {report.summary()}")
+    if target == "mindspore":
+        save_tensors(ours, output)
+    elif target == "diffusers":
+        save_diffusers_folder(convert_from_ours(ours, model_cfg, "diffusers"), output)
+    else:
+        save_tensors(convert_from_ours(ours, model_cfg, "stability"), output)
+    return layout, report
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    layout, report = convert(args.config, args.input, args.output, args.to)
+    print(f"{args.input} ({layout}) -> {args.output} ({args.to}): {report.summary()}; "
+          f"{len(report.ignored)} source tensors ignored by design")
+    for key in report.ignored[:10]:
+        print(f"  ignored: {key}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError, KeyError, CheckpointError) as err:
+        sys.exit(f"error: {err}")
