@@ -1,0 +1,124 @@
+"""Video clips listed in a CSV (``path,length,motion_bucket_id``) for temporal fine-tuning.
+
+A clip is ``num_frames`` frames taken every ``frame_stride`` frames from a random start,
+resized to cover ``height x width`` and centre-cropped. Missing or undecodable videos are
+skipped (and counted), never fatal, as long as one video in the list can be read.
+"""
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+CSV_COLUMNS = ("path", "length", "motion_bucket_id")
+log = logging.getLogger(__name__)
+
+
+def read_metadata(csv_path):
+    """The CSV as a DataFrame; one-line errors name the file and what is wrong."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"metadata CSV '{csv_path}' does not exist")
+    table = pd.read_csv(csv_path)
+    absent = [c for c in CSV_COLUMNS if c not in table.columns]
+    if absent:
+        raise ValueError(f"{csv_path}: missing column(s) {absent}; expected header {','.join(CSV_COLUMNS)}")
+    for column in ("length", "motion_bucket_id"):
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = table.index[values.isna()].tolist()
+        if bad:
+            raise ValueError(f"{csv_path}: column '{column}' must be numeric, bad value on data row {bad[0] + 1}")
+        table[column] = values
+    return table
+
+
+def resize_cover_crop(frame, height, width):
+    """Resize so the frame covers ``height x width`` (area filter when shrinking), then centre-crop."""
+    h, w = frame.shape[:2]
+    scale = max(height / h, width / w)
+    size = (max(width, round(w * scale)), max(height, round(h * scale)))
+    frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    top, left = (size[1] - height) // 2, (size[0] - width) // 2
+    return frame[top:top + height, left:left + width]
+
+
+def read_frames(path, start, count, stride):
+    """``count`` RGB frames every ``stride`` frames from ``start``, and the video fps; None if unreadable."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            return None, 0.0
+        fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+        if start:
+            capture.set(cv2.CAP_PROP_POS_FRAMES, start)
+        frames = []
+        index = 0
+        while len(frames) < count:
+            ok, frame = capture.read()
+            if not ok:
+                return None, fps
+            if index % stride == 0:
+                frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            index += 1
+        return frames, fps
+    finally:
+        capture.release()
+
+
+class VideoClips:
+    """Random-access clips; ``clip(index, rng)`` returns a dict of float32 arrays."""
+
+    def __init__(self, csv_path, num_frames, frame_stride, height, width, root=None, default_fps=25.0):
+        table = read_metadata(csv_path)
+        root = Path(root) if root else Path(csv_path).resolve().parent
+        span = (num_frames - 1) * frame_stride + 1
+        long_enough = table["length"] >= span
+        self.too_short = int((~long_enough).sum())
+        table = table[long_enough].reset_index(drop=True)
+        if table.empty:
+            raise ValueError(f"{csv_path}: no video has the {span} frames that num_frames={num_frames}, "
+                             f"frame_stride={frame_stride} need")
+        self.paths = [p if Path(p).is_absolute() else root / p for p in table["path"]]
+        self.lengths = table["length"].astype(int).tolist()
+        self.motion = table["motion_bucket_id"].astype(np.float32).tolist()
+        self.num_frames, self.stride, self.span = num_frames, frame_stride, span
+        self.height, self.width, self.default_fps = height, width, default_fps
+        self.unreadable = set()
+
+    def __len__(self):
+        return len(self.paths)
+
+    @property
+    def skipped(self):
+        """Number of distinct videos skipped because they could not be read."""
+        return len(self.unreadable)
+
+    def _load(self, index, rng):
+        start = int(rng.integers(0, self.lengths[index] - self.span + 1))
+        frames, fps = read_frames(self.paths[index], start, self.num_frames, self.stride)
+        if frames is None:
+            return None
+        video = np.stack([resize_cover_crop(f, self.height, self.width) for f in frames])
+        video = video.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
+        fps = fps if fps > 0 else self.default_fps
+        return {"frames": video, "fps_id": np.float32(fps / self.stride - 1.0),
+                "motion_bucket_id": np.float32(self.motion[index])}
+
+    def clip(self, index, rng):
+        """The clip at ``index``, or the next readable one; raises only if none can be read."""
+        for offset in range(len(self)):
+            candidate = (index + offset) % len(self)
+            if candidate in self.unreadable:
+                continue
+            sample = self._load(candidate, rng)
+            if sample is not None:
+                return sample
+            self.unreadable.add(candidate)
+            log.warning("skipping unreadable video '%s' (%d skipped so far)", self.paths[candidate], self.skipped)
+        raise RuntimeError(f"none of the {len(self)} videos in the metadata CSV could be read")
+
+
+def epoch_order(num_items, seed, epoch):
+    """The shuffled visiting order of one epoch, a pure function of (seed, epoch) so resume is exact."""
+    return np.random.default_rng([seed, epoch]).permutation(num_items)
