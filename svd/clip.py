@@ -103,12 +103,14 @@ class VisionTransformer(nn.Cell):
         return ops.matmul(self.ln_post(x[:, 0]), self.proj.astype(x.dtype))
 
 
-def clip_preprocess(image, size):
+def resize_operators(height, width, size):
+    """Row and (transposed) column operators of the anti-aliased resize, as constant tensors."""
+    return Tensor(antialias_resize_matrix(height, size)), Tensor(antialias_resize_matrix(width, size).T.copy())
+
+
+def clip_preprocess(image, rows, cols):
     """``[-1, 1]`` images ``(b, 3, H, W)`` -> CLIP-normalised ``(b, 3, size, size)``, anti-aliased bicubic."""
-    h, w = image.shape[-2:]
-    rows = Tensor(antialias_resize_matrix(h, size))
-    cols = Tensor(antialias_resize_matrix(w, size))
-    x = ops.matmul(ops.matmul(rows, image.astype(ms.float32)), cols.T)
+    x = ops.matmul(ops.matmul(rows, image.astype(ms.float32)), cols)
     x = (x + 1.0) / 2.0
     mean = Tensor(np.array(CLIP_MEAN, np.float32).reshape(1, 3, 1, 1))
     std = Tensor(np.array(CLIP_STD, np.float32).reshape(1, 3, 1, 1))

@@ -3,7 +3,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from svd.clip import VisionTransformer, clip_preprocess
+from svd.clip import VisionTransformer, clip_preprocess, resize_operators
 from svd.diffusion import append_dims, v_scalings
 from svd.layers import timestep_embedding
 from svd.unet import VideoUNet
@@ -11,10 +11,8 @@ from svd.vae import AutoencoderKL
 
 
 def micro_conditioning(fps_id, motion_bucket_id, noise_aug_strength, dim):
-    """``(n, 3*dim)`` vector of sinusoids of fps-1, motion bucket and noise augmentation (in that order)."""
-    parts = [timestep_embedding(Tensor(np.asarray(v, np.float32).reshape(-1)), dim)
-             for v in (fps_id, motion_bucket_id, noise_aug_strength)]
-    return ops.cat(parts, axis=1)
+    """``(n, 3*dim)`` sinusoids of fps-1, motion bucket and noise augmentation (in that order); tensors ``(n,)``."""
+    return ops.cat([timestep_embedding(v, dim) for v in (fps_id, motion_bucket_id, noise_aug_strength)], axis=1)
 
 
 class SVDModel(nn.Cell):
@@ -31,9 +29,14 @@ class SVDModel(nn.Cell):
         self.downscale = 2 ** (len(vae["ch_mult"]) - 1)
         self.size_multiple = self.downscale * 2 ** (len(unet["channel_mult"]) - 1)
 
-    def embed_image(self, image):
-        """CLIP embedding of ``[-1, 1]`` images as a one-token context ``(b, 1, d)``."""
-        pixels = clip_preprocess(image, self.image_encoder.image_size)
+    def embed_image(self, image, resize=None):
+        """CLIP embedding of ``[-1, 1]`` images as a one-token context ``(b, 1, d)``.
+
+        ``resize``: precomputed ``resize_operators`` (required inside compiled graphs).
+        """
+        if resize is None:
+            resize = resize_operators(image.shape[2], image.shape[3], self.image_encoder.image_size)
+        pixels = clip_preprocess(image, *resize)
         return self.image_encoder(pixels).reshape(image.shape[0], 1, -1)
 
     def condition_latent(self, image):
@@ -42,7 +45,10 @@ class SVDModel(nn.Cell):
         return mean
 
     def vector(self, fps_id, motion_bucket_id, noise_aug_strength):
-        return micro_conditioning(fps_id, motion_bucket_id, noise_aug_strength, self.micro_cond_dim)
+        """Micro-conditioning vector; accepts tensors or array-likes of shape ``(n,)``."""
+        as_tensor = lambda v: v if isinstance(v, Tensor) else Tensor(np.asarray(v, np.float32).reshape(-1))
+        return micro_conditioning(as_tensor(fps_id), as_tensor(motion_bucket_id), as_tensor(noise_aug_strength),
+                                  self.micro_cond_dim)
 
     def denoise(self, x, sigma, concat, context, vector, image_only_indicator):
         """x0 estimate ``c_skip x + c_out F(c_in x, c_noise)`` in fp32; sigma is ``(b t,)``."""

@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 reference = pytest.importorskip("tests.reference")
 
 from svd.checkpoint import convert_to_ours, load_weights, model_shapes  # noqa: E402
-from svd.clip import clip_preprocess  # noqa: E402
+from svd.clip import clip_preprocess, resize_operators  # noqa: E402
 
 ATOL = 1e-4
 
@@ -106,7 +106,7 @@ def test_clip_preprocessing(size):
     with torch.no_grad():
         theirs = (_resize_with_antialiasing(torch.from_numpy(image), (224, 224)) + 1.0) / 2.0
         theirs = (theirs - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    assert_close(clip_preprocess(Tensor(image), 224), theirs)
+    assert_close(clip_preprocess(Tensor(image), *resize_operators(size[0], size[1], 224)), theirs)
 
 
 def test_three_step_sampling_matches_diffusers_pipeline(pair, tiny_cfg):

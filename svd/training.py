@@ -1,0 +1,167 @@
+"""Temporal fine-tuning: the EDM loss, a graph-mode train step, the LR schedule and batches.
+
+Every random number of a step (clip choice and start, sigma, noises, noise augmentation) is a
+pure function of ``(seed, step, rank)``, drawn on the host; together with the saved optimizer,
+accumulation and loss-scale state this makes a resumed run continue exactly.
+"""
+import math
+import re
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+from svd.clip import resize_operators
+from svd.data import epoch_order
+from svd.diffusion import append_dims
+from svd.model import micro_conditioning
+
+TEMPORAL_PARAMETER = re.compile(r"(^|\.)(time_stack|time_mixer|time_pos_embed)\.")
+
+
+def select_trainable(model, temporal_only=True):
+    """Freeze all but the UNet's temporal layers (or all but the UNet); returns the trainable list."""
+    trainable = []
+    for param in model.get_parameters():
+        train = param.name.startswith("unet.") and (not temporal_only or bool(TEMPORAL_PARAMETER.search(param.name)))
+        param.requires_grad = train
+        if train:
+            trainable.append(param)
+    return trainable
+
+
+def cosine_schedule(base_lr, end_lr, warmup_steps, total_steps):
+    """Per-optimizer-step learning rates: linear warmup, then cosine decay to ``end_lr``."""
+    rates = []
+    for step in range(total_steps):
+        if step < warmup_steps:
+            rates.append(base_lr * (step + 1) / warmup_steps)
+        else:
+            progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+            rates.append(end_lr + 0.5 * (base_lr - end_lr) * (1.0 + math.cos(math.pi * progress)))
+    return rates
+
+
+class DiffusionLoss(nn.Cell):
+    """EDM v-weighted denoising loss of SVD with one noise level per clip.
+
+    The VAE and CLIP run frozen inside the step (latent targets from a posterior sample x 0.18215,
+    conditioning latent from the posterior mode of the noise-augmented first frame).
+    """
+
+    def __init__(self, model, height, width):
+        super().__init__(auto_prefix=False)
+        self.model = model
+        self.dim = model.micro_cond_dim
+        self.scale_factor = model.scale_factor
+        self.resize = resize_operators(height, width, model.image_encoder.image_size)
+
+    def construct(self, frames, fps_id, motion_bucket_id, cond_aug, cond_noise, sigma, noise, latent_noise):
+        b, t, c, h, w = frames.shape
+        mean, logvar = self.model.vae.encode_moments(frames.reshape(b * t, c, h, w))
+        x0 = ops.stop_gradient(self.scale_factor * (mean + ops.exp(0.5 * logvar) * latent_noise))
+        first = frames[:, 0]
+        context = ops.stop_gradient(self.model.embed_image(first, self.resize))
+        concat = ops.stop_gradient(self.model.condition_latent(first + cond_aug.reshape(b, 1, 1, 1) * cond_noise))
+        vector = micro_conditioning(fps_id, motion_bucket_id, cond_aug, self.dim)
+        x_noisy = x0 + append_dims(sigma, 4) * noise
+        denoised = self.model.denoise(x_noisy, sigma, ops.repeat_interleave(concat, t, 0),
+                                      ops.repeat_interleave(context, t, 0), ops.repeat_interleave(vector, t, 0),
+                                      ops.zeros((b, t), ms.float32))
+        weight = (sigma ** 2 + 1.0) / sigma ** 2
+        return (weight * ops.square(denoised - x0).mean(axis=(1, 2, 3))).mean()
+
+
+class TrainStep(nn.Cell):
+    """Loss-scaled gradients, accumulation, all-reduce, global-norm clipping, AdamW, EMA.
+
+    The optimizer runs every ``accumulation_steps`` calls and is skipped when any gradient in the
+    window overflowed; the dynamic loss scale halves on overflow and doubles after
+    ``scale_window`` clean steps.
+    """
+
+    def __init__(self, loss_net, optimizer, accumulation_steps=1, clip_norm=0.0, loss_scale=1.0,
+                 dynamic_loss_scale=False, scale_factor=2.0, scale_window=1000, ema_decay=0.0, distributed=False):
+        super().__init__(auto_prefix=False)
+        self.loss_net = loss_net
+        self.optimizer = optimizer
+        self.weights = optimizer.parameters
+        self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
+        self.accumulation_steps = accumulation_steps
+        self.accumulated = self.weights.clone(prefix="accumulated", init="zeros")
+        self.micro_step = Parameter(Tensor(0, ms.int32), name="micro_step", requires_grad=False)
+        self.window_overflow = Parameter(Tensor(0.0, ms.float32), name="window_overflow", requires_grad=False)
+        self.loss_scale = Parameter(Tensor(loss_scale, ms.float32), name="loss_scale", requires_grad=False)
+        self.clean_steps = Parameter(Tensor(0, ms.int32), name="clean_steps", requires_grad=False)
+        self.dynamic_loss_scale = dynamic_loss_scale
+        self.scale_factor = scale_factor
+        self.scale_window = scale_window
+        self.clip_norm = clip_norm
+        self.ema_decay = ema_decay
+        if ema_decay > 0:
+            self.ema = self.weights.clone(prefix="ema")
+        self.distributed = distributed
+        if distributed:
+            self.reducer = nn.DistributedGradReducer(self.weights)
+
+    def _update_loss_scale(self, overflow):
+        clean = ops.select(overflow, ops.zeros_like(self.clean_steps), self.clean_steps + 1)
+        grow = clean >= self.scale_window
+        scale = ops.select(overflow, ops.maximum(self.loss_scale / self.scale_factor, 1.0),
+                           ops.select(grow, self.loss_scale * self.scale_factor, self.loss_scale))
+        ops.assign(self.clean_steps, ops.select(grow, ops.zeros_like(clean), clean))
+        return ops.assign(self.loss_scale, scale)
+
+    def _apply(self):
+        grads = tuple(self.accumulated)
+        if self.clip_norm > 0:
+            grads = ops.clip_by_global_norm(grads, self.clip_norm)
+        updated = self.optimizer(grads)
+        if self.ema_decay > 0:
+            for ema, weight in zip(self.ema, self.weights):
+                updated = ops.depend(updated, ops.assign(ema, ema * self.ema_decay + weight * (1.0 - self.ema_decay)))
+        return updated
+
+    def construct(self, *inputs):
+        loss = self.loss_net(*inputs)
+        sens = ops.ones_like(loss) * self.loss_scale.astype(loss.dtype)
+        grads = self.grad(self.loss_net, self.weights)(*inputs, sens)
+        if self.distributed:
+            grads = self.reducer(grads)
+        finite = ops.stack([ops.isfinite(g).all() for g in grads]).all()
+        overflow = ops.logical_not(finite)
+        inverse = 1.0 / (self.loss_scale * self.accumulation_steps)
+        for acc, g in zip(self.accumulated, grads):
+            loss = ops.depend(loss, ops.assign_add(acc, ops.select(finite, g * inverse, ops.zeros_like(g))))
+        loss = ops.depend(loss, ops.assign(self.window_overflow,
+                                           ops.maximum(self.window_overflow, overflow.astype(ms.float32))))
+        loss = ops.depend(loss, ops.assign_add(self.micro_step, Tensor(1, ms.int32)))
+        if self.micro_step % self.accumulation_steps == 0:
+            if self.window_overflow < 0.5:
+                loss = ops.depend(loss, self._apply())
+            for acc in self.accumulated:
+                loss = ops.depend(loss, ops.assign(acc, ops.zeros_like(acc)))
+            loss = ops.depend(loss, ops.assign(self.window_overflow, Tensor(0.0, ms.float32)))
+        if self.dynamic_loss_scale:
+            loss = ops.depend(loss, self._update_loss_scale(overflow))
+        return loss, overflow, self.loss_scale
+
+
+def step_inputs(clips, step, batch_size, seed, rank, world_size, noise_cfg, latent_channels, downscale):
+    """All inputs of one training step as numpy arrays, in DiffusionLoss argument order."""
+    samples = []
+    for i in range(batch_size):
+        k = (step * world_size + rank) * batch_size + i
+        epoch, position = divmod(k, len(clips))
+        index = int(epoch_order(len(clips), seed, epoch)[position])
+        samples.append(clips.clip(index, np.random.default_rng([seed, k, 0])))
+    frames = np.stack([s["frames"] for s in samples])
+    b, t, _, h, w = frames.shape
+    rng = np.random.default_rng([seed, step, rank, 1])
+    cond_aug = np.exp(noise_cfg["cond_aug_mean"] + noise_cfg["cond_aug_std"] * rng.standard_normal(b))
+    sigma = np.exp(noise_cfg["p_mean"] + noise_cfg["p_std"] * rng.standard_normal(b))
+    latent_shape = (b * t, latent_channels, h // downscale, w // downscale)
+    return (frames, np.array([s["fps_id"] for s in samples], np.float32),
+            np.array([s["motion_bucket_id"] for s in samples], np.float32), cond_aug.astype(np.float32),
+            rng.standard_normal((b, 3, h, w)).astype(np.float32), np.repeat(sigma, t).astype(np.float32),
+            rng.standard_normal(latent_shape).astype(np.float32), rng.standard_normal(latent_shape).astype(np.float32))

@@ -1,0 +1,172 @@
+"""Fine-tune SVD's temporal layers on your videos (MindSpore graph mode by default).
+
+    python train.py --config configs/train_tiny.yaml --random-weights data.csv=clips/metadata.csv
+    python train.py --config configs/svd_train.yaml --checkpoint svd.safetensors data.csv=clips/metadata.csv
+    python train.py ... --resume auto                   # continue from the latest checkpoint of checkpoint.dir
+    msrun --worker_num=2 --local_worker_num=2 train.py --distributed ...   # data parallel
+
+Trailing KEY=VALUE arguments override the YAML (OmegaConf dotted keys).
+"""
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import svd  # noqa: F401  (sets the oneDNN ISA before MindSpore is imported)
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from svd.checkpoint import CheckpointError, load_weights, save_tensors
+from svd.config import build_model, load_config
+from svd.data import VideoClips
+from svd.train_state import CheckpointManager
+from svd.training import DiffusionLoss, TrainStep, cosine_schedule, select_trainable, step_inputs
+
+PRECISIONS = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/train_tiny.yaml")
+    weights = p.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", help="pretrained weights (any layout image_to_video.py accepts)")
+    weights.add_argument("--random-weights", action="store_true", help="seeded random backbone (tests, smoke runs)")
+    p.add_argument("--resume", help="a step_*.ckpt file, or 'auto' for the latest in checkpoint.dir")
+    p.add_argument("--distributed", action="store_true", help="data parallel over the msrun workers")
+    p.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of the YAML")
+    return p.parse_args(argv)
+
+
+def load_train_config(path, overrides):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training config '{path}' does not exist")
+    cfg = OmegaConf.load(path)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override '{item}' must be KEY=VALUE")
+        key = item.split("=", 1)[0]
+        if OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
+            raise KeyError(f"override '{key}' is not a key of {path}")
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+
+
+def set_up_runtime(cfg, distributed):
+    """Execution mode, and for data parallel the collective init; returns (rank, world size)."""
+    if cfg.runtime.mode == "graph":
+        ms.set_context(mode=ms.GRAPH_MODE, jit_config={"jit_level": cfg.runtime.jit_level}, max_call_depth=10000)
+    elif cfg.runtime.mode == "pynative":
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    else:
+        raise ValueError(f"runtime.mode must be 'graph' or 'pynative', got '{cfg.runtime.mode}'")
+    if not distributed:
+        return 0, 1
+    from mindspore.communication import get_group_size, get_rank, init
+    init()
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
+    return get_rank(), get_group_size()
+
+
+def build_training(cfg, args, world_size):
+    """Model with weights, trainable selection, optimizer and the train step."""
+    model_cfg = load_config(cfg.model_config)
+    ms.set_seed(cfg.train.seed)
+    model = build_model(model_cfg, lazy=not args.random_weights)
+    if args.checkpoint:
+        load_weights(model, args.checkpoint, model_cfg.model)
+    trainable = select_trainable(model, cfg.train.temporal_only)
+    precision = cfg.train.precision
+    if precision not in PRECISIONS:
+        raise ValueError(f"train.precision must be one of {sorted(PRECISIONS)}, got '{precision}'")
+    if precision != "fp32":
+        model.unet.to_float(PRECISIONS[precision])
+    if cfg.train.recompute:
+        for block in list(model.unet.input_blocks) + [model.unet.middle_block] + list(model.unet.output_blocks):
+            block.recompute()
+    opt = cfg.optimizer
+    optimizer_steps = max(1, cfg.train.steps // cfg.train.accumulation_steps)
+    rates = cosine_schedule(opt.lr, opt.end_lr, opt.warmup_steps, optimizer_steps)
+    optimizer = nn.AdamWeightDecay(trainable, learning_rate=rates, beta1=opt.betas[0], beta2=opt.betas[1],
+                                   eps=opt.eps, weight_decay=opt.weight_decay)
+    t = cfg.train
+    step = TrainStep(DiffusionLoss(model, cfg.data.height, cfg.data.width), optimizer, t.accumulation_steps,
+                     t.clip_norm, t.loss_scale, t.dynamic_loss_scale, t.scale_factor, t.scale_window, t.ema_decay,
+                     distributed=world_size > 1)
+    step.set_train()
+    frozen = {p.name for p in model.get_parameters() if not p.requires_grad}
+    return model, step, frozen, rates
+
+
+def export_weights(model, train_step, path, use_ema):
+    """All model weights with our names (EMA weights substituted when EMA is on)."""
+    state = {p.name: p.asnumpy() for p in model.get_parameters()}
+    if use_ema:
+        for ema in train_step.ema:
+            state[ema.name[len("ema."):]] = ema.asnumpy()
+    save_tensors(state, path)
+
+
+def run_steps(cfg, train_step, clips, model, start, rank, world, log):
+    """The step loop; dataset sink mode where the backend has it."""
+    d, t = cfg.data, cfg.train
+    make = lambda s: step_inputs(clips, s, d.batch_size, t.seed, rank, world, cfg.noise, model.latent_channels,
+                                 model.downscale)
+    if cfg.runtime.sink and ms.get_context("device_target") == "CPU":
+        print("note: dataset sink mode is not available on MindSpore's CPU backend; stepping from the host",
+              file=sys.stderr)
+    if cfg.runtime.sink and ms.get_context("device_target") != "CPU":
+        source = [make(s) for s in range(start, t.steps)]
+        dataset = ms.dataset.GeneratorDataset(lambda: iter(source), column_names=[f"in{i}" for i in range(8)],
+                                              shuffle=False)
+        sunk = ms.data_sink(train_step, dataset, sink_size=cfg.runtime.sink_size)
+        for done in range(start + cfg.runtime.sink_size, t.steps + 1, cfg.runtime.sink_size):
+            log(done, *sunk())
+        return
+    for step in tqdm(range(start, t.steps), desc="training", disable=rank != 0):
+        log(step + 1, *train_step(*[Tensor(x) for x in make(step)]))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_train_config(args.config, args.overrides)
+    rank, world = set_up_runtime(cfg, args.distributed)
+    model, train_step, frozen, rates = build_training(cfg, args, world)
+    base = args.checkpoint or f"random:{cfg.train.seed}"
+    if args.random_weights:
+        frozen = set()
+    manager = CheckpointManager(cfg.checkpoint.dir, cfg.checkpoint.keep)
+    start = 0
+    if args.resume:
+        resume = manager.latest() if args.resume == "auto" else args.resume
+        if resume is not None:
+            start = manager.load(resume, train_step, frozen, base)
+            print(f"resumed from {resume} at step {start}")
+    d = cfg.data
+    clips = VideoClips(d.csv, d.num_frames, d.frame_stride, d.height, d.width, root=d.root)
+    out_dir = Path(cfg.checkpoint.dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_file = open(out_dir / f"log_rank{rank}.csv", "a", newline="")
+    writer = csv.writer(log_file)
+
+    def log(step, loss, overflow, scale):
+        writer.writerow([step, f"{float(loss.asnumpy()):.6f}", int(overflow.asnumpy()), float(scale.asnumpy())])
+        log_file.flush()
+        if rank == 0 and (step % cfg.checkpoint.every == 0 or step == cfg.train.steps):
+            manager.save(train_step, step, frozen, base)
+
+    run_steps(cfg, train_step, clips, model, start, rank, world, log)
+    log_file.close()
+    if rank == 0:
+        export_weights(model, train_step, out_dir / "final.safetensors", cfg.train.ema_decay > 0)
+        print(f"done: {cfg.train.steps} steps, {clips.skipped} unreadable videos skipped, "
+              f"weights in {out_dir / 'final.safetensors'}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError, KeyError, CheckpointError) as err:
+        sys.exit(f"error: {err}")
