@@ -11,10 +11,12 @@ import sys
 import svd  # noqa: F401  (sets the oneDNN ISA before MindSpore is imported)
 import mindspore as ms
 
-from svd.checkpoint import CheckpointError, load_weights
+from svd.checkpoint import load_weights
+from svd.cli import run_cli
 from svd.config import build_model, load_config
-from svd.media import load_image, write_video
+from svd.media import load_image, output_kind, write_video
 from svd.pipeline import ImageToVideoPipeline, SamplingOptions
+from svd.runtime import set_mode
 
 
 def parse_args(argv=None):
@@ -47,14 +49,12 @@ def warn_unusual(options):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.mode == "graph":
-        ms.set_context(mode=ms.GRAPH_MODE, jit_config={"jit_level": args.jit_level})
-    else:
-        ms.set_context(mode=ms.PYNATIVE_MODE)
+    set_mode(args.mode, args.jit_level)
     cfg = load_config(args.config)
     options = SamplingOptions.from_config(cfg.sampling, **{k: getattr(args, k) for k in SamplingOptions.__dataclass_fields__
                                                            if k in vars(args)})
     warn_unusual(options)
+    output_kind(args.output)
     image = load_image(args.image, options.height, options.width)
     ms.set_seed(options.seed)
     model = build_model(cfg, lazy=not args.random_weights)
@@ -68,7 +68,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError, KeyError, CheckpointError) as err:
-        sys.exit(f"error: {err}")
+    run_cli(main)

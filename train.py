@@ -19,9 +19,11 @@ from mindspore import Tensor, nn
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from svd.checkpoint import CheckpointError, load_weights, save_tensors
+from svd.checkpoint import load_weights, save_tensors
+from svd.cli import run_cli
 from svd.config import build_model, load_config
 from svd.data import VideoClips
+from svd.runtime import set_mode
 from svd.train_state import CheckpointManager
 from svd.training import DiffusionLoss, TrainStep, cosine_schedule, select_trainable, step_inputs
 
@@ -56,12 +58,7 @@ def load_train_config(path, overrides):
 
 def set_up_runtime(cfg, distributed):
     """Execution mode, and for data parallel the collective init; returns (rank, world size)."""
-    if cfg.runtime.mode == "graph":
-        ms.set_context(mode=ms.GRAPH_MODE, jit_config={"jit_level": cfg.runtime.jit_level}, max_call_depth=10000)
-    elif cfg.runtime.mode == "pynative":
-        ms.set_context(mode=ms.PYNATIVE_MODE)
-    else:
-        raise ValueError(f"runtime.mode must be 'graph' or 'pynative', got '{cfg.runtime.mode}'")
+    set_mode(cfg.runtime.mode, cfg.runtime.jit_level)
     if not distributed:
         return 0, 1
     from mindspore.communication import get_group_size, get_rank, init
@@ -152,7 +149,10 @@ def main(argv=None):
     writer = csv.writer(log_file)
 
     def log(step, loss, overflow, scale):
-        writer.writerow([step, f"{float(loss.asnumpy()):.6f}", int(overflow.asnumpy()), float(scale.asnumpy())])
+        # The weight norm is identical on every rank exactly when gradients are all-reduced.
+        norm = float(np.sqrt(sum(float((p.asnumpy().astype(np.float64) ** 2).sum()) for p in train_step.weights)))
+        writer.writerow([step, f"{float(loss.asnumpy()):.6f}", int(overflow.asnumpy()), float(scale.asnumpy()),
+                         f"{norm:.10e}"])
         log_file.flush()
         if rank == 0 and (step % cfg.checkpoint.every == 0 or step == cfg.train.steps):
             manager.save(train_step, step, frozen, base)
@@ -166,7 +166,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError, KeyError, CheckpointError) as err:
-        sys.exit(f"error: {err}")
+    run_cli(main)

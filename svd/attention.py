@@ -98,19 +98,13 @@ class BasicTransformerBlock(nn.Cell):
         return self.ff(self.norm3(x)) + x
 
 
-class VideoTransformerBlock(nn.Cell):
-    """Temporal block: attention runs across the frames of each spatial position."""
+class VideoTransformerBlock(BasicTransformerBlock):
+    """Temporal block: an extra residual MLP, then attention across the frames of each position."""
 
     def __init__(self, dim, heads, dim_head, context_dim):
-        super().__init__()
+        super().__init__(dim, heads, dim_head, context_dim)
         self.norm_in = LayerNorm(dim)
         self.ff_in = FeedForward(dim, dim_out=dim)
-        self.attn1 = Attention(dim, heads, dim_head)
-        self.ff = FeedForward(dim)
-        self.attn2 = Attention(dim, heads, dim_head, context_dim)
-        self.norm1 = LayerNorm(dim)
-        self.norm2 = LayerNorm(dim)
-        self.norm3 = LayerNorm(dim)
 
     def construct(self, x, context, num_frames):
         bt, s, c = x.shape

@@ -12,6 +12,12 @@ import mindspore as ms
 from svd.checkpoint import CheckpointError, atomic_write
 
 STEP_FILE = re.compile(r"^step_(\d{8})\.ckpt$")
+# Derived from the config at start-up rather than restored, so a resumed run may change its length.
+DERIVED = {"learning_rate"}
+
+
+def _kept(train_step, exclude):
+    return [p for p in train_step.get_parameters() if p.name not in exclude and p.name not in DERIVED]
 
 
 class CheckpointManager:
@@ -34,7 +40,7 @@ class CheckpointManager:
         return saved[-1][1] if saved else None
 
     def save(self, train_step, step, exclude, base_weights):
-        params = [{"name": p.name, "data": p} for p in train_step.get_parameters() if p.name not in exclude]
+        params = [{"name": p.name, "data": p} for p in _kept(train_step, exclude)]
         path = self.path(step)
         atomic_write(path, lambda tmp: ms.save_checkpoint(params, tmp, append_dict={
             "step": step, "base_weights": base_weights}))
@@ -55,7 +61,7 @@ class CheckpointManager:
         saved_base = state.pop("base_weights", None)
         if saved_base is not None and str(saved_base) != str(base_weights):
             raise CheckpointError(f"{path}: trained on base weights '{saved_base}', this run uses '{base_weights}'")
-        expected = {p.name for p in train_step.get_parameters() if p.name not in exclude}
+        expected = {p.name for p in _kept(train_step, exclude)}
         missing = sorted(expected - set(state))
         if missing:
             raise CheckpointError(f"{path}: {len(missing)} training tensors missing, e.g. {missing[:3]}; "

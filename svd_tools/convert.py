@@ -10,13 +10,13 @@ Every tensor is renamed by an explicit table and shape-checked; missing, unexpec
 ignored keys are reported, and nothing is written unless every parameter was found.
 """
 import argparse
-import sys
 
 import svd  # noqa: F401  (sets the oneDNN ISA before MindSpore is imported)
 from omegaconf import OmegaConf
 
 from svd.checkpoint import (CheckpointError, convert_from_ours, convert_to_ours, detect_layout, model_shapes,
                             read_tensors, save_diffusers_folder, save_tensors)
+from svd.cli import run_cli
 from svd.config import build_model, load_config
 
 
@@ -58,7 +58,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError, KeyError, CheckpointError) as err:
-        sys.exit(f"error: {err}")
+    run_cli(main)

@@ -10,12 +10,13 @@ mean motion to SVD's default bucket 127 (our calibration: SVD's own mapping is u
 """
 import argparse
 import csv
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
+
+from svd.cli import run_cli
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif"}
 FLOW_WIDTH = 256
@@ -91,7 +92,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as err:
-        sys.exit(f"error: {err}")
+    run_cli(main)

@@ -1,12 +1,12 @@
-import mindspore as ms
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 import svd  # noqa: F401  (sets the oneDNN ISA before MindSpore runs)
 from svd.config import build_model, load_config
+from svd.runtime import set_mode
 
-ms.set_context(mode=ms.PYNATIVE_MODE)
+set_mode("pynative")
 
 
 @pytest.fixture(scope="session")

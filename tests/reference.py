@@ -1,5 +1,4 @@
 """Builds the diffusers reference models that mirror one of our configs, with fully random weights."""
-import numpy as np
 import torch
 from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection

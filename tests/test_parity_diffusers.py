@@ -6,7 +6,7 @@ from mindspore import Tensor
 torch = pytest.importorskip("torch")
 reference = pytest.importorskip("tests.reference")
 
-from svd.checkpoint import convert_to_ours, load_weights, model_shapes  # noqa: E402
+from svd.checkpoint import convert_to_ours, model_shapes  # noqa: E402
 from svd.clip import clip_preprocess, resize_operators  # noqa: E402
 
 ATOL = 1e-4
