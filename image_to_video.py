@@ -57,7 +57,7 @@ def main(argv=None):
     output_kind(args.output)
     image = load_image(args.image, options.height, options.width)
     ms.set_seed(options.seed)
-    model = build_model(cfg, lazy=not args.random_weights)
+    model = build_model(cfg, seed=options.seed) if args.random_weights else build_model(cfg, lazy=True)
     if args.checkpoint:
         load_weights(model, args.checkpoint, cfg.model)
     if args.fp16:

@@ -71,7 +71,7 @@ def build_training(cfg, args, world_size):
     """Model with weights, trainable selection, optimizer and the train step."""
     model_cfg = load_config(cfg.model_config)
     ms.set_seed(cfg.train.seed)
-    model = build_model(model_cfg, lazy=not args.random_weights)
+    model = build_model(model_cfg, seed=cfg.train.seed) if args.random_weights else build_model(model_cfg, lazy=True)
     if args.checkpoint:
         load_weights(model, args.checkpoint, model_cfg.model)
     trainable = select_trainable(model, cfg.train.temporal_only)
