@@ -16,7 +16,6 @@ from svd.layouts import STABILITY_IGNORED, LayoutError, diffusers_entry, stabili
 
 DIFFUSERS_FILES = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffusion_pytorch_model.safetensors",
                    "image_encoder": "model.safetensors"}
-LAYOUTS = ("mindspore", "stability", "diffusers")
 
 
 class CheckpointError(ValueError):

@@ -37,8 +37,8 @@ class LayoutError(ValueError):
     """A name that has no counterpart in the requested layout."""
 
 
-def _split(name, table):
-    """Rename the longest matching table prefix of ``name``; returns (renamed, leaf)."""
+def _rename_prefix(name, table):
+    """Rename the longest table entry that prefixes ``name`` (up to a dot)."""
     for src in sorted(table, key=len, reverse=True):
         if name.startswith(src + "."):
             return table[src] + name[len(src):]
@@ -49,8 +49,8 @@ def _unet_resnet(rest):
     if rest.startswith("time_mixer."):
         return rest
     if rest.startswith("time_stack."):
-        return "temporal_res_block." + _split(rest[len("time_stack."):], _RESNET)
-    return "spatial_res_block." + _split(rest, _RESNET)
+        return "temporal_res_block." + _rename_prefix(rest[len("time_stack."):], _RESNET)
+    return "spatial_res_block." + _rename_prefix(rest, _RESNET)
 
 
 def _unet_attention(rest):
@@ -100,14 +100,14 @@ def _vae_block(rest, video):
     if video and rest == "mix_factor":
         return "time_mixer.mix_factor"
     if video and rest.startswith("time_stack."):
-        return "temporal_res_block." + _split(rest[len("time_stack."):], _RESNET)
-    renamed = _split(rest, _VAE_RESNET)
+        return "temporal_res_block." + _rename_prefix(rest[len("time_stack."):], _RESNET)
+    renamed = _rename_prefix(rest, _VAE_RESNET)
     return ("spatial_res_block." + renamed) if video else renamed
 
 
 def _vae_mid(rest, video):
     if rest.startswith("attn_1."):
-        return "mid_block.attentions.0." + _split(rest[len("attn_1."):], _VAE_ATTN)
+        return "mid_block.attentions.0." + _rename_prefix(rest[len("attn_1."):], _VAE_ATTN)
     m = re.match(r"block_(\d)\.(.*)", rest)
     return f"mid_block.resnets.{int(m.group(1)) - 1}.{_vae_block(m.group(2), video)}"
 
@@ -159,7 +159,7 @@ def image_encoder_to_diffusers(name):
     if rest.startswith("attn.in_proj_"):
         leaf = "weight" if rest.endswith("weight") else "bias"
         return [f"{prefix}self_attn.{p}_proj.{leaf}" for p in "qkv"], "split_qkv"
-    return [prefix + _split(rest, _CLIP_LAYER)], "same"
+    return [prefix + _rename_prefix(rest, _CLIP_LAYER)], "same"
 
 
 def diffusers_entry(name, unet_cfg, vae_cfg):
