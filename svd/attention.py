@@ -3,6 +3,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from svd.layers import LayerNorm
+from svd.memory import memory_budget, plan_attention_chunks, plan_row_chunk
 
 
 def flash_attention_available():
@@ -10,10 +11,61 @@ def flash_attention_available():
     return ms.get_context("device_target") == "Ascend"
 
 
-def scaled_dot_product_attention(q, k, v, heads, use_flash=False):
+def _scores(q, k, scale):
+    """fp32 logits ``q k^T * scale`` of ``(B, n, d)`` and ``(B, m, d)``."""
+    return ops.BatchMatMul(transpose_b=True)(q.astype(ms.float32) * scale, k.astype(ms.float32))
+
+
+def _attend(q, k, v, scale):
+    """Exact attention of one chunk: full softmax over all keys."""
+    probs = ops.softmax(_scores(q, k, scale), axis=-1).astype(v.dtype)
+    return ops.BatchMatMul()(probs, v)
+
+
+def _attend_key_chunks(q, k, v, scale, key_chunk):
+    """Exact attention with the keys in chunks, merged through their log-sum-exp (flash-attention style)."""
+    out, total, running_max = None, None, None
+    for start in range(0, k.shape[1], key_chunk):
+        logits = _scores(q, k[:, start:start + key_chunk], scale)
+        chunk_max = logits.max(axis=-1, keepdims=True)
+        weights = ops.exp(logits - chunk_max)
+        chunk_sum = weights.sum(axis=-1, keepdims=True)
+        chunk_out = ops.BatchMatMul()(weights.astype(v.dtype), v[:, start:start + key_chunk]).astype(ms.float32)
+        if out is None:
+            out, total, running_max = chunk_out, chunk_sum, chunk_max
+            continue
+        new_max = ops.maximum(running_max, chunk_max)
+        old_scale, new_scale = ops.exp(running_max - new_max), ops.exp(chunk_max - new_max)
+        out = out * old_scale + chunk_out * new_scale
+        total = total * old_scale + chunk_sum * new_scale
+        running_max = new_max
+    return (out / total).astype(v.dtype)
+
+
+def _attend_chunked(q, k, v, scale, chunks):
+    """Attention over ``(B, n, d)`` in (batch, query, key) chunks; every chunk is exact."""
+    batch_chunk, query_chunk, key_chunk = chunks
+    batch, queries, keys = q.shape[0], q.shape[1], k.shape[1]
+    if batch_chunk >= batch and query_chunk >= queries and key_chunk >= keys:
+        return _attend(q, k, v, scale)
+    rows = []
+    for b0 in range(0, batch, batch_chunk):
+        kb, vb = k[b0:b0 + batch_chunk], v[b0:b0 + batch_chunk]
+        parts = []
+        for n0 in range(0, queries, query_chunk):
+            qb = q[b0:b0 + batch_chunk, n0:n0 + query_chunk]
+            parts.append(_attend(qb, kb, vb, scale) if key_chunk >= keys else
+                         _attend_key_chunks(qb, kb, vb, scale, key_chunk))
+        rows.append(parts[0] if len(parts) == 1 else ops.cat(parts, axis=1))
+    return rows[0] if len(rows) == 1 else ops.cat(rows, axis=0)
+
+
+def scaled_dot_product_attention(q, k, v, heads, use_flash=False, budget=None):
     """Softmax attention over ``(B, N, heads*d)`` tensors; logits and softmax in fp32.
 
-    ``use_flash`` selects Ascend's fused kernel for fp16/bf16 inputs.
+    ``use_flash`` selects Ascend's fused kernel for fp16/bf16 inputs. Elsewhere the
+    attention runs in chunks whose scores fit ``budget`` bytes (default: the
+    process-wide budget of svd.memory), so memory stays bounded at any resolution.
     """
     b, n, inner = q.shape
     m = k.shape[1]
@@ -21,13 +73,15 @@ def scaled_dot_product_attention(q, k, v, heads, use_flash=False):
     scale = d ** -0.5
     if use_flash and q.dtype in (ms.float16, ms.bfloat16):
         return ops.flash_attention_score(q, k, v, heads, scalar_value=scale, input_layout="BSH")
-    q = q.reshape(b, n, heads, d).transpose(0, 2, 1, 3)
-    k = k.reshape(b, m, heads, d).transpose(0, 2, 3, 1)
-    v = v.reshape(b, m, heads, d).transpose(0, 2, 1, 3)
-    logits = ops.matmul(q.astype(ms.float32) * scale, k.astype(ms.float32))
-    probs = ops.softmax(logits, axis=-1).astype(v.dtype)
-    out = ops.matmul(probs, v)
-    return out.transpose(0, 2, 1, 3).reshape(b, n, inner)
+    if heads > 1:
+        q = q.reshape(b, n, heads, d).transpose(0, 2, 1, 3).reshape(b * heads, n, d)
+        k = k.reshape(b, m, heads, d).transpose(0, 2, 1, 3).reshape(b * heads, m, d)
+        v = v.reshape(b, m, heads, d).transpose(0, 2, 1, 3).reshape(b * heads, m, d)
+    chunks = plan_attention_chunks(b * heads, n, m, memory_budget() if budget is None else budget)
+    out = _attend_chunked(q, k, v, scale, chunks)
+    if heads > 1:
+        out = out.reshape(b, heads, n, d).transpose(0, 2, 1, 3)
+    return out.reshape(b, n, inner)
 
 
 class Attention(nn.Cell):
@@ -69,15 +123,28 @@ class GEGLU(nn.Cell):
 
 
 class FeedForward(nn.Cell):
-    """GEGLU MLP; index 1 is the dropout slot (p=0 in SVD) kept so names match ``net.2``."""
+    """GEGLU MLP; index 1 is the dropout slot (p=0 in SVD) kept so names match ``net.2``.
+
+    Rows (tokens) run in chunks within the memory budget, as diffusers' forward
+    chunking: the 4x-wide hidden layer is the largest activation of a transformer block.
+    """
 
     def __init__(self, dim, dim_out=None, mult=4):
         super().__init__()
         inner = dim * mult
-        self.net = nn.SequentialCell([GEGLU(dim, inner), nn.Identity(), nn.Dense(inner, dim_out or dim)])
+        dim_out = dim_out or dim
+        self.net = nn.SequentialCell([GEGLU(dim, inner), nn.Identity(), nn.Dense(inner, dim_out)])
+        self.bytes_per_row = 4 * (4 * inner + dim_out)
 
     def construct(self, x):
-        return self.net(x)
+        shape = x.shape
+        rows = x.reshape(-1, shape[-1])
+        step = plan_row_chunk(rows.shape[0], self.bytes_per_row, memory_budget())
+        if step >= rows.shape[0]:
+            out = self.net(rows)
+        else:
+            out = ops.cat([self.net(rows[i:i + step]) for i in range(0, rows.shape[0], step)], axis=0)
+        return out.reshape(shape[:-1] + (-1,))
 
 
 class BasicTransformerBlock(nn.Cell):

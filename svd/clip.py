@@ -7,6 +7,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, Zero, initializer
 
+from svd.attention import scaled_dot_product_attention
 from svd.layers import LayerNorm, uniform_parameter
 from svd.resize import antialias_resize_matrix
 
@@ -25,14 +26,9 @@ class MultiheadAttention(nn.Cell):
         self.out_proj = nn.Dense(width, width)
 
     def construct(self, x):
-        b, n, c = x.shape
-        d = c // self.heads
-        qkv = ops.matmul(x, self.in_proj_weight.astype(x.dtype).T) + self.in_proj_bias.astype(x.dtype)
-        qkv = qkv.reshape(b, n, 3, self.heads, d).transpose(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        logits = ops.matmul(q.astype(ms.float32) * d ** -0.5, k.astype(ms.float32).transpose(0, 1, 3, 2))
-        out = ops.matmul(ops.softmax(logits, axis=-1).astype(v.dtype), v)
-        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, n, c))
+        qkv = ops.dense(x, self.in_proj_weight.astype(x.dtype), self.in_proj_bias.astype(x.dtype))
+        q, k, v = ops.chunk(qkv, 3, axis=-1)
+        return self.out_proj(scaled_dot_product_attention(q, k, v, self.heads))
 
 
 class MLP(nn.Cell):

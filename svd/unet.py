@@ -9,7 +9,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from svd.attention import BasicTransformerBlock, VideoTransformerBlock
-from svd.layers import AlphaBlender, GroupNorm, TemporalConv, conv2d, timestep_embedding, to_frames, to_video, \
+from svd.layers import AlphaBlender, GroupNorm, SiLU, TemporalConv, conv2d, timestep_embedding, to_frames, to_video, \
     uniform_parameter, upsample_nearest_2x
 
 
@@ -26,10 +26,10 @@ class ResBlock(nn.Cell):
         self.temporal = temporal_kernel is not None
         self.use_emb = emb_channels > 0
         make_conv = (lambda i, o: TemporalConv(i, o, temporal_kernel)) if self.temporal else (lambda i, o: conv2d(i, o))
-        self.in_layers = nn.SequentialCell([GroupNorm(channels, eps=eps), nn.SiLU(), make_conv(channels, out_channels)])
+        self.in_layers = nn.SequentialCell([GroupNorm(channels, eps=eps), SiLU(), make_conv(channels, out_channels)])
         if self.use_emb:
-            self.emb_layers = nn.SequentialCell([nn.SiLU(), nn.Dense(emb_channels, out_channels)])
-        self.out_layers = nn.SequentialCell([GroupNorm(out_channels, eps=eps), nn.SiLU(), nn.Identity(),
+            self.emb_layers = nn.SequentialCell([SiLU(), nn.Dense(emb_channels, out_channels)])
+        self.out_layers = nn.SequentialCell([GroupNorm(out_channels, eps=eps), SiLU(), nn.Identity(),
                                              make_conv(out_channels, out_channels)])
         self.has_skip_conv = out_channels != channels
         if self.has_skip_conv:
@@ -81,7 +81,7 @@ class SpatialVideoTransformer(nn.Cell):
         self.proj_out = nn.Dense(inner, channels)
         self.time_stack = nn.CellList(
             [VideoTransformerBlock(inner, heads, dim_head, context_dim) for _ in range(depth)])
-        self.time_pos_embed = nn.SequentialCell([nn.Dense(channels, channels * 4), nn.SiLU(),
+        self.time_pos_embed = nn.SequentialCell([nn.Dense(channels, channels * 4), SiLU(),
                                                  nn.Dense(channels * 4, channels)])
         self.time_mixer = AlphaBlender(merge_factor, with_images=True)
         self.channels = channels
@@ -138,7 +138,7 @@ class ConvIn(nn.Cell):
 
     def construct(self, x, emb, context, image_only_indicator):
         y = ops.conv2d(x, self.weight.astype(x.dtype), pad_mode="pad", padding=1)
-        return y + self.bias.astype(x.dtype).reshape(1, -1, 1, 1)
+        return ops.bias_add(y, self.bias.astype(x.dtype))
 
 
 class UNetBlock(nn.SequentialCell):
@@ -159,8 +159,8 @@ class VideoUNet(nn.Cell):
         super().__init__()
         self.model_channels = model_channels
         emb_dim = model_channels * 4
-        self.time_embed = nn.SequentialCell([nn.Dense(model_channels, emb_dim), nn.SiLU(), nn.Dense(emb_dim, emb_dim)])
-        self.label_emb = nn.SequentialCell([nn.SequentialCell([nn.Dense(adm_in_channels, emb_dim), nn.SiLU(),
+        self.time_embed = nn.SequentialCell([nn.Dense(model_channels, emb_dim), SiLU(), nn.Dense(emb_dim, emb_dim)])
+        self.label_emb = nn.SequentialCell([nn.SequentialCell([nn.Dense(adm_in_channels, emb_dim), SiLU(),
                                                                nn.Dense(emb_dim, emb_dim)])])
         kernel = tuple(video_kernel_size)
 
@@ -201,7 +201,7 @@ class VideoUNet(nn.Cell):
                     ds //= 2
                 output_blocks.append(UNetBlock(layers))
         self.output_blocks = nn.CellList(output_blocks)
-        self.out = nn.SequentialCell([GroupNorm(ch, eps=1e-5), nn.SiLU(), conv2d(ch, out_channels, 3)])
+        self.out = nn.SequentialCell([GroupNorm(ch, eps=1e-5), SiLU(), conv2d(ch, out_channels, 3)])
 
     def construct(self, x, c_noise, context, y, image_only_indicator):
         """x ``(b t, in, h, w)``, c_noise ``(b t,)``, context ``(b t, n, d)``, y ``(b t, adm)``, indicator ``(b, t)``."""

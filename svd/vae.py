@@ -6,7 +6,8 @@ import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Constant, initializer
 
-from svd.layers import GroupNorm, TemporalConv, conv2d, to_frames, to_video, upsample_nearest_2x
+from svd.attention import scaled_dot_product_attention
+from svd.layers import GroupNorm, TemporalConv, conv2d, silu, to_frames, to_video, upsample_nearest_2x
 from svd.unet import ResBlock
 
 
@@ -24,8 +25,8 @@ class ResnetBlock(nn.Cell):
             self.nin_shortcut = conv2d(in_channels, out_channels, 1)
 
     def _residual(self, x):
-        h = self.conv1(ops.silu(self.norm1(x)))
-        h = self.conv2(ops.silu(self.norm2(h)))
+        h = self.conv1(silu(self.norm1(x)))
+        h = self.conv2(silu(self.norm2(h)))
         return (self.nin_shortcut(x) if self.has_shortcut else x) + h
 
     def construct(self, x, num_frames):
@@ -56,17 +57,13 @@ class AttnBlock(nn.Cell):
         self.k = conv2d(channels, channels, 1)
         self.v = conv2d(channels, channels, 1)
         self.proj_out = conv2d(channels, channels, 1)
-        self.scale = channels ** -0.5
 
     def construct(self, x, num_frames):
         b, c, h, w = x.shape
         hn = self.norm(x)
-        q = self.q(hn).reshape(b, c, h * w).transpose(0, 2, 1).astype(ms.float32)
-        k = self.k(hn).reshape(b, c, h * w).astype(ms.float32)
-        v = self.v(hn).reshape(b, c, h * w)
-        probs = ops.softmax(ops.matmul(q * self.scale, k), axis=-1).astype(v.dtype)
-        out = ops.matmul(v, probs.transpose(0, 2, 1)).reshape(b, c, h, w)
-        return x + self.proj_out(out)
+        q, k, v = (conv(hn).reshape(b, c, h * w).transpose(0, 2, 1) for conv in (self.q, self.k, self.v))
+        out = scaled_dot_product_attention(q, k, v, heads=1)
+        return x + self.proj_out(out.transpose(0, 2, 1).reshape(b, c, h, w))
 
 
 class Resample(nn.Cell):
@@ -144,7 +141,7 @@ class Encoder(nn.Cell):
         for level in self.down:
             h = level(h, 1)
         h = self.mid(h, 1)
-        return self.conv_out(ops.silu(self.norm_out(h)))
+        return self.conv_out(silu(self.norm_out(h)))
 
 
 class TimeMixConvOut(nn.Cell):
@@ -158,8 +155,8 @@ class TimeMixConvOut(nn.Cell):
         self.time_mix_conv = TemporalConv(out_channels, out_channels, video_kernel_size)
 
     def construct(self, x, num_frames):
-        y = ops.conv2d(x, self.weight.astype(x.dtype), pad_mode="pad", padding=1)
-        y = y + self.bias.astype(x.dtype).reshape(1, -1, 1, 1)
+        y = ops.bias_add(ops.conv2d(x, self.weight.astype(x.dtype), pad_mode="pad", padding=1),
+                         self.bias.astype(x.dtype))
         return to_frames(self.time_mix_conv(to_video(y, num_frames)))
 
 
@@ -189,7 +186,7 @@ class VideoDecoder(nn.Cell):
         h = self.mid(self.conv_in(z), num_frames)
         for i in range(self.num_levels - 1, -1, -1):
             h = self.up[i](h, num_frames)
-        return self.conv_out(ops.silu(self.norm_out(h)), num_frames)
+        return self.conv_out(silu(self.norm_out(h)), num_frames)
 
 
 class AutoencoderKL(nn.Cell):
