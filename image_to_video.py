@@ -14,6 +14,7 @@ import mindspore as ms
 from svd.checkpoint import load_weights
 from svd.cli import run_cli
 from svd.config import build_model, load_config
+from svd.memory import set_memory_budget
 from svd.media import load_image, output_kind, write_video
 from svd.pipeline import ImageToVideoPipeline, SamplingOptions
 from svd.runtime import set_mode
@@ -36,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--mode", choices=["pynative", "graph"], default="pynative")
     p.add_argument("--jit-level", choices=["O0", "O1", "O2"], default="O0", help="graph-mode compile level")
     p.add_argument("--fp16", action="store_true", help="run the UNet in float16 (norms/softmax stay fp32)")
+    p.add_argument("--memory-budget-mb", type=float,
+                   help="most memory one attention/feed-forward chunk may take (default: auto, 1/16 of free memory)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -50,6 +53,7 @@ def warn_unusual(options):
 def main(argv=None):
     args = parse_args(argv)
     set_mode(args.mode, args.jit_level)
+    set_memory_budget(args.memory_budget_mb)
     cfg = load_config(args.config)
     options = SamplingOptions.from_config(cfg.sampling, **{k: getattr(args, k) for k in SamplingOptions.__dataclass_fields__
                                                            if k in vars(args)})

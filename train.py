@@ -23,6 +23,7 @@ from svd.checkpoint import load_weights, save_tensors
 from svd.cli import run_cli
 from svd.config import build_model, load_config
 from svd.data import VideoClips
+from svd.memory import set_memory_budget
 from svd.runtime import set_mode
 from svd.train_state import CheckpointManager
 from svd.training import DiffusionLoss, TrainStep, cosine_schedule, select_trainable, step_inputs
@@ -59,6 +60,7 @@ def load_train_config(path, overrides):
 def set_up_runtime(cfg, distributed):
     """Execution mode, and for data parallel the collective init; returns (rank, world size)."""
     set_mode(cfg.runtime.mode, cfg.runtime.jit_level)
+    set_memory_budget(cfg.runtime.get("memory_budget_mb"))
     if not distributed:
         return 0, 1
     from mindspore.communication import get_group_size, get_rank, init

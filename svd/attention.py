@@ -18,27 +18,29 @@ def _scores(q, k, scale):
 
 def _attend(q, k, v, scale):
     """Exact attention of one chunk: full softmax over all keys."""
-    probs = ops.softmax(_scores(q, k, scale), axis=-1).astype(v.dtype)
-    return ops.BatchMatMul()(probs, v)
+    probs = ops.softmax(_scores(q, k, scale), axis=-1)
+    return ops.BatchMatMul()(probs, v.astype(ms.float32)).astype(v.dtype)
 
 
 def _attend_key_chunks(q, k, v, scale, key_chunk):
-    """Exact attention with the keys in chunks, merged through their log-sum-exp (flash-attention style)."""
-    out, total, running_max = None, None, None
-    for start in range(0, k.shape[1], key_chunk):
-        logits = _scores(q, k[:, start:start + key_chunk], scale)
-        chunk_max = logits.max(axis=-1, keepdims=True)
-        weights = ops.exp(logits - chunk_max)
+    """Exact attention with the keys in chunks, for rows too long for the budget.
+
+    A first pass finds each row's maximum logit; the second sums the exponentials and the
+    weighted values against that one maximum, so no partial result is ever rescaled and the
+    rounding matches the unchunked softmax. The logits are computed twice: this path is only
+    taken when a single row of scores does not fit.
+    """
+    starts = range(0, k.shape[1], key_chunk)
+    row_max = None
+    for start in starts:
+        chunk_max = _scores(q, k[:, start:start + key_chunk], scale).max(axis=-1, keepdims=True)
+        row_max = chunk_max if row_max is None else ops.maximum(row_max, chunk_max)
+    out, total = None, None
+    for start in starts:
+        weights = ops.exp(_scores(q, k[:, start:start + key_chunk], scale) - row_max)
+        chunk_out = ops.BatchMatMul()(weights, v[:, start:start + key_chunk].astype(ms.float32))
         chunk_sum = weights.sum(axis=-1, keepdims=True)
-        chunk_out = ops.BatchMatMul()(weights.astype(v.dtype), v[:, start:start + key_chunk]).astype(ms.float32)
-        if out is None:
-            out, total, running_max = chunk_out, chunk_sum, chunk_max
-            continue
-        new_max = ops.maximum(running_max, chunk_max)
-        old_scale, new_scale = ops.exp(running_max - new_max), ops.exp(chunk_max - new_max)
-        out = out * old_scale + chunk_out * new_scale
-        total = total * old_scale + chunk_sum * new_scale
-        running_max = new_max
+        out, total = (chunk_out, chunk_sum) if out is None else (out + chunk_out, total + chunk_sum)
     return (out / total).astype(v.dtype)
 
 
@@ -61,7 +63,7 @@ def _attend_chunked(q, k, v, scale, chunks):
 
 
 def scaled_dot_product_attention(q, k, v, heads, use_flash=False, budget=None):
-    """Softmax attention over ``(B, N, heads*d)`` tensors; logits and softmax in fp32.
+    """Softmax attention over ``(B, N, heads*d)`` tensors; logits, softmax and weighting in fp32.
 
     ``use_flash`` selects Ascend's fused kernel for fp16/bf16 inputs. Elsewhere the
     attention runs in chunks whose scores fit ``budget`` bytes (default: the
