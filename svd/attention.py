@@ -2,7 +2,7 @@
 import mindspore as ms
 from mindspore import nn, ops
 
-from svd.layers import LayerNorm
+from svd.layers import LayerNorm, gelu
 from svd.memory import memory_budget, plan_attention_chunks, plan_row_chunk
 
 
@@ -121,7 +121,7 @@ class GEGLU(nn.Cell):
 
     def construct(self, x):
         hidden, gate = ops.chunk(self.proj(x), 2, axis=-1)
-        return hidden * ops.gelu(gate, approximate="none")
+        return hidden * gelu(gate)
 
 
 class FeedForward(nn.Cell):

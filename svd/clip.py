@@ -8,7 +8,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, Zero, initializer
 
 from svd.attention import scaled_dot_product_attention
-from svd.layers import LayerNorm, uniform_parameter
+from svd.layers import LayerNorm, gelu, uniform_parameter
 from svd.resize import antialias_resize_matrix
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -40,7 +40,7 @@ class MLP(nn.Cell):
         self.c_proj = nn.Dense(hidden, width)
 
     def construct(self, x):
-        return self.c_proj(ops.gelu(self.c_fc(x), approximate="none"))
+        return self.c_proj(gelu(self.c_fc(x)))
 
 
 class ResidualAttentionBlock(nn.Cell):
