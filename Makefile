@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-test bench
+.PHONY: demo test install install-test bench bench-full
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +23,6 @@ test: install-test
 
 bench: install-test
 	$(BIN)/python -m bench.run
+
+bench-full: install-test
+	$(BIN)/python -m bench.full

@@ -1,0 +1,121 @@
+"""One full-size benchmark task in one framework and a fresh process (its peak RSS is its own).
+
+    python -m bench.full_tasks {mindspore|torch} {unet|decode|clip|gemm} CONFIG HEIGHT WIDTH FRAMES CHUNK REPEATS
+
+Prints one JSON line: first-call and median seconds, peak RSS in MiB (and GFLOP/s for gemm).
+Weights come from bench.full_weights (diffusers layout); inputs from a fixed seed.
+"""
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+WEIGHTS = Path(__file__).resolve().parent / ".weights" / "svd"
+FLOPS = []
+
+
+def timed(call, repeats):
+    start = time.perf_counter()
+    call()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return first, float(np.median(times)) if times else first
+
+
+def inputs(task, height, width, frames):
+    rng = np.random.default_rng(0)
+    h, w = height // 8, width // 8
+    if task == "unet":
+        return dict(x=rng.standard_normal((2, frames, 8, h, w)).astype(np.float32),
+                    c_noise=np.array([0.4, 0.4], np.float32),
+                    context=rng.standard_normal((2, 1, 1024)).astype(np.float32),
+                    added=np.array([[6, 127, 0.02]] * 2, np.float32))
+    if task == "decode":
+        return dict(z=rng.standard_normal((frames, 4, h, w)).astype(np.float32))
+    return dict(pixels=rng.standard_normal((1, 3, 224, 224)).astype(np.float32))
+
+
+def run_mindspore(task, config, height, width, frames, chunk, repeats):
+    import svd  # noqa: F401
+    from mindspore import Tensor, ops
+    from svd.checkpoint import load_weights
+    from svd.config import build_model, load_config
+    from svd.runtime import set_mode
+    set_mode("pynative")
+    if task == "gemm":
+        a = Tensor(np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32))
+        return timed(lambda: ops.matmul(a, a).asnumpy(), repeats)
+    cfg = load_config(config)
+    model = build_model(cfg, lazy=True)
+    network = {"unet": "unet.", "decode": "vae.decoder.", "clip": "image_encoder."}[task]
+    load_weights(model, WEIGHTS, cfg.model, prefixes=(network,))
+    data = inputs(task, height, width, frames)
+    if task == "unet":
+        b, t = 2, frames
+        x = Tensor(data["x"].reshape(b * t, *data["x"].shape[2:]))
+        c_noise = Tensor(np.repeat(data["c_noise"], t))
+        context = Tensor(np.repeat(data["context"], t, axis=0))
+        vector = Tensor(np.repeat(model.vector(*data["added"].T).asnumpy(), t, axis=0))
+        indicator = Tensor(np.zeros((b, t), np.float32))
+        return timed(lambda: model.unet(x, c_noise, context, vector, indicator).asnumpy(), repeats)
+    if task == "decode":
+        z = Tensor(data["z"])
+        return timed(lambda: [model.vae.decoder(z[s:s + chunk], z[s:s + chunk].shape[0]).asnumpy()
+                              for s in range(0, frames, chunk)], repeats)
+    pixels = Tensor(data["pixels"])
+    return timed(lambda: model.image_encoder(pixels).asnumpy(), repeats)
+
+
+def run_torch(task, config, height, width, frames, chunk, repeats):
+    import torch
+    from safetensors.torch import load_file
+    from bench.full_weights import published_modules
+    from svd.checkpoint import DIFFUSERS_FILES
+    if task == "gemm":
+        a = torch.from_numpy(np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32))
+        return timed(lambda: (a @ a).numpy(), repeats)
+    folder = {"unet": "unet", "decode": "vae", "clip": "image_encoder"}[task]
+    module = published_modules()[folder]
+    missing, unexpected = module.load_state_dict(load_file(str(WEIGHTS / folder / DIFFUSERS_FILES[folder])),
+                                                 strict=False, assign=True)
+    if unexpected or any(not k.endswith("position_ids") for k in missing):
+        raise RuntimeError(f"weights do not fit the reference {folder}: {missing[:3]} {unexpected[:3]}")
+    module.eval()
+    data = {k: torch.from_numpy(v) for k, v in inputs(task, height, width, frames).items()}
+    with torch.no_grad():
+        if task == "unet":
+            call = lambda: module(data["x"], data["c_noise"], data["context"], data["added"]).sample.numpy()
+            from torch.utils.flop_counter import FlopCounterMode
+            with FlopCounterMode(display=False) as counter:  # the warm-up call also counts the FLOPs
+                call()
+            FLOPS.append(counter.get_total_flops())
+            return timed(call, repeats)
+        if task == "decode":
+            return timed(lambda: [module.decode(data["z"][s:s + chunk], num_frames=data["z"][s:s + chunk].shape[0])
+                                  .sample.numpy() for s in range(0, frames, chunk)], repeats)
+        return timed(lambda: module(data["pixels"]).image_embeds.numpy(), repeats)
+
+
+def main():
+    framework, task, config = sys.argv[1:4]
+    height, width, frames, chunk, repeats = map(int, sys.argv[4:9])
+    run = run_torch if framework == "torch" else run_mindspore
+    first, median = run(task, config, height, width, frames, chunk, repeats)
+    result = {"framework": framework, "task": task, "first_s": first, "median_s": median,
+              "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if task == "gemm":
+        result["gflops"] = 2 * 4096 ** 3 / median / 1e9
+    if FLOPS:
+        result["flops"] = FLOPS[0]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
