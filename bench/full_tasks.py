@@ -8,25 +8,14 @@ Weights come from bench.full_weights (diffusers layout); inputs from a fixed see
 import json
 import resource
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.tasks import timed
+
 WEIGHTS = Path(__file__).resolve().parent / ".weights" / "svd"
 FLOPS = []
-
-
-def timed(call, repeats):
-    start = time.perf_counter()
-    call()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return first, float(np.median(times)) if times else first
 
 
 def inputs(task, height, width, frames):
@@ -76,7 +65,7 @@ def run_mindspore(task, config, height, width, frames, chunk, repeats):
 def run_torch(task, config, height, width, frames, chunk, repeats):
     import torch
     from safetensors.torch import load_file
-    from bench.full_weights import published_modules
+    from tests.reference import published_modules
     from svd.checkpoint import DIFFUSERS_FILES
     if task == "gemm":
         a = torch.from_numpy(np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32))
@@ -107,7 +96,7 @@ def main():
     framework, task, config = sys.argv[1:4]
     height, width, frames, chunk, repeats = map(int, sys.argv[4:9])
     run = run_torch if framework == "torch" else run_mindspore
-    first, median = run(task, config, height, width, frames, chunk, repeats)
+    median, first = run(task, config, height, width, frames, chunk, repeats)
     result = {"framework": framework, "task": task, "first_s": first, "median_s": median,
               "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if task == "gemm":

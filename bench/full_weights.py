@@ -14,21 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from svd.checkpoint import DIFFUSERS_FILES
-
-
-def published_modules():
-    """The three diffusers/transformers models of SVD on torch's meta device (no memory)."""
-    import torch
-    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-    with torch.device("meta"):
-        unet = UNetSpatioTemporalConditionModel(num_frames=25)
-        vae = AutoencoderKLTemporalDecoder(block_out_channels=(128, 256, 512, 512),
-                                           down_block_types=("DownEncoderBlock2D",) * 4, layers_per_block=2)
-        clip = CLIPVisionModelWithProjection(CLIPVisionConfig(
-            hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
-            image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu", layer_norm_eps=1e-5))
-    return {"unet": unet, "vae": vae, "image_encoder": clip}
+from tests.reference import published_modules
 
 
 def seeded_tensor(name, shape):

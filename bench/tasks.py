@@ -14,16 +14,17 @@ import numpy as np
 FRAMES, HEIGHT, WIDTH, REPEATS = 6, 128, 256, 5
 
 
-def timed(call):
+def timed(call, repeats=REPEATS):
+    """(median seconds of ``repeats`` calls after a warm-up call, warm-up seconds); the warm-up alone if 0."""
     start = time.perf_counter()
     call()
     first = time.perf_counter() - start
     times = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
-    return float(np.median(times)), first
+    return (float(np.median(times)) if times else first), first
 
 
 def inputs(model_cfg):

@@ -34,6 +34,18 @@ def clip_config(enc):
                             projection_dim=enc["output_dim"], hidden_act="gelu", layer_norm_eps=1e-5)
 
 
+def published_modules(num_frames=25):
+    """SVD's three networks at their published size on torch's meta device (shapes only, no memory)."""
+    with torch.device("meta"):
+        unet = UNetSpatioTemporalConditionModel(num_frames=num_frames)
+        vae = AutoencoderKLTemporalDecoder(block_out_channels=(128, 256, 512, 512),
+                                           down_block_types=("DownEncoderBlock2D",) * 4, layers_per_block=2)
+        clip = CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+            image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu", layer_norm_eps=1e-5))
+    return {"unet": unet, "vae": vae, "image_encoder": clip}
+
+
 def build_reference(model_cfg):
     unet = UNetSpatioTemporalConditionModel(**unet_kwargs(model_cfg["unet"]))
     vae = AutoencoderKLTemporalDecoder(**vae_kwargs(model_cfg["vae"]))

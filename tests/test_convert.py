@@ -104,3 +104,44 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         main(["--config", "svd_tiny", "--input", str(tmp_path / "nope.safetensors"), "--output", "x.ckpt"])
     with pytest.raises(FileNotFoundError, match="config 'nope' not found"):
         main(["--config", "nope", "--input", "x", "--output", "y"])
+
+
+def test_safetensors_reader_equals_library_reader(tmp_path):
+    """Our streaming reader returns what safetensors returns, for every dtype a checkpoint may hold."""
+    from svd.checkpoint import SafetensorsReader
+    rng = np.random.default_rng(0)
+    state = {"a.f32": rng.standard_normal((3, 4)).astype(np.float32),
+             "b.f16": rng.standard_normal((5,)).astype(np.float16),
+             "c.i64": np.arange(6, dtype=np.int64).reshape(2, 3), "d.empty": np.zeros((0, 3), np.float32)}
+    path = tmp_path / "w.safetensors"
+    save_file(state, str(path), metadata={"format": "pt"})
+    reader = SafetensorsReader(path)
+    assert reader.shapes() == {k: v.shape for k, v in state.items()}
+    for key, ref in load_file(str(path)).items():
+        got = reader.get(key)
+        assert got.dtype == ref.dtype and np.array_equal(got, ref), key
+
+
+def test_bf16_tensors_widen_exactly(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+    from svd.checkpoint import SafetensorsReader
+    values = torch.randn(7, 3).to(torch.bfloat16)
+    save_file({"w": values}, str(tmp_path / "w.safetensors"))
+    got = SafetensorsReader(tmp_path / "w.safetensors").get("w")
+    assert got.dtype == np.float32 and np.array_equal(got, values.float().numpy())
+
+
+def test_load_only_the_unet(tiny_cfg, tmp_path):
+    """prefixes=("unet.",) loads the UNet from a full checkpoint and leaves the other networks alone."""
+    from svd.checkpoint import save_tensors
+    source = build_model(tiny_cfg, seed=3)
+    state = {p.name: p.asnumpy() for p in source.get_parameters()}
+    save_tensors(state, tmp_path / "all.safetensors")
+    target = build_model(tiny_cfg, seed=4)
+    before = {p.name: p.asnumpy() for p in target.get_parameters()}
+    report = load_weights(target, tmp_path / "all.safetensors", tiny_cfg.model, prefixes=("unet.",))
+    assert report.ok()
+    for p in target.get_parameters():
+        expected = state[p.name] if p.name.startswith("unet.") else before[p.name]
+        assert np.array_equal(p.asnumpy(), expected), p.name

@@ -23,17 +23,9 @@ def full():
 
 
 def published_diffusers_shapes():
-    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-    with torch.device("meta"):
-        unet = UNetSpatioTemporalConditionModel(num_frames=14)
-        vae = AutoencoderKLTemporalDecoder(block_out_channels=(128, 256, 512, 512),
-                                           down_block_types=("DownEncoderBlock2D",) * 4, layers_per_block=2)
-        clip = CLIPVisionModelWithProjection(CLIPVisionConfig(
-            hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
-            image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu", layer_norm_eps=1e-5))
+    from tests.reference import published_modules
     shapes = {}
-    for folder, module in (("unet", unet), ("vae", vae), ("image_encoder", clip)):
+    for folder, module in published_modules(num_frames=14).items():
         shapes.update({f"{folder}/{k}": tuple(v.shape) for k, v in module.state_dict().items()})
     return shapes
 
