@@ -126,16 +126,14 @@ class TemporalConv(nn.Cell):
         b, c, t, h, w = x.shape
         weight = self.weight.astype(x.dtype)
         kernel = weight.reshape(weight.shape[0], weight.shape[1], weight.shape[2], 1)
-        y = ops.conv2d(x.reshape(b, c, t, h * w), kernel, pad_mode="pad", padding=(self.pad, 0))
-        y = ops.bias_add(y, self.bias.astype(x.dtype))
+        y = ops.conv2d(x.reshape(b, c, t, h * w), kernel, self.bias.astype(x.dtype), pad_mode="pad",
+                       padding=(self.pad, 0))
         return y.reshape(b, -1, t, h, w)
 
 
 def upsample_nearest_2x(x):
-    """Exact nearest-neighbour x2 upsampling of a 4-D tensor."""
-    b, c, h, w = x.shape
-    x = ops.broadcast_to(x.reshape(b, c, h, 1, w, 1), (b, c, h, 2, w, 2))
-    return x.reshape(b, c, h * 2, w * 2)
+    """Exact nearest-neighbour x2 upsampling of a 4-D tensor, in one kernel and one output buffer."""
+    return mint.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
 
 
 def to_video(x, num_frames):
@@ -171,5 +169,4 @@ class AlphaBlender(nn.Cell):
                 alpha = alpha.reshape(alpha.shape[0], 1, alpha.shape[1], 1, 1)
             else:
                 alpha = alpha.reshape(-1, 1, 1)
-        alpha = alpha.astype(x_spatial.dtype)
-        return alpha * x_spatial + (1.0 - alpha) * x_temporal
+        return mint.lerp(x_temporal, x_spatial, alpha.astype(x_spatial.dtype))

@@ -137,8 +137,7 @@ class ConvIn(nn.Cell):
         self.bias = uniform_parameter((out_channels,), in_channels * 9, "bias")
 
     def construct(self, x, emb, context, image_only_indicator):
-        y = ops.conv2d(x, self.weight.astype(x.dtype), pad_mode="pad", padding=1)
-        return ops.bias_add(y, self.bias.astype(x.dtype))
+        return ops.conv2d(x, self.weight.astype(x.dtype), self.bias.astype(x.dtype), pad_mode="pad", padding=1)
 
 
 class UNetBlock(nn.SequentialCell):

@@ -3,7 +3,7 @@
 Names follow Stability's checkpoint (``encoder.down.0.block.0.norm1`` ...).
 """
 import mindspore as ms
-from mindspore import Parameter, nn, ops
+from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import Constant, initializer
 
 from svd.attention import scaled_dot_product_attention
@@ -44,7 +44,7 @@ class VideoResnetBlock(ResnetBlock):
     def construct(self, x, num_frames):
         x = to_video(self._residual(x), num_frames)
         alpha = ops.sigmoid(self.mix_factor).astype(x.dtype)
-        return to_frames(alpha * self.time_stack(x, None) + (1.0 - alpha) * x)
+        return to_frames(mint.lerp(x, self.time_stack(x, None), alpha))
 
 
 class AttnBlock(nn.Cell):
@@ -155,8 +155,7 @@ class TimeMixConvOut(nn.Cell):
         self.time_mix_conv = TemporalConv(out_channels, out_channels, video_kernel_size)
 
     def construct(self, x, num_frames):
-        y = ops.bias_add(ops.conv2d(x, self.weight.astype(x.dtype), pad_mode="pad", padding=1),
-                         self.bias.astype(x.dtype))
+        y = ops.conv2d(x, self.weight.astype(x.dtype), self.bias.astype(x.dtype), pad_mode="pad", padding=1)
         return to_frames(self.time_mix_conv(to_video(y, num_frames)))
 
 
