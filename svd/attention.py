@@ -2,7 +2,7 @@
 import mindspore as ms
 from mindspore import nn, ops
 
-from svd.layers import LayerNorm, gelu
+from svd.layers import LayerNorm, erf_gelu_is_fast, gelu
 from svd.memory import memory_budget, plan_attention_chunks, plan_row_chunk
 
 
@@ -118,10 +118,11 @@ class GEGLU(nn.Cell):
     def __init__(self, dim_in, dim_out):
         super().__init__()
         self.proj = nn.Dense(dim_in, dim_out * 2)
+        self.gelu_kernel = erf_gelu_is_fast()
 
     def construct(self, x):
         hidden, gate = ops.chunk(self.proj(x), 2, axis=-1)
-        return hidden * gelu(gate)
+        return hidden * gelu(gate, self.gelu_kernel)
 
 
 class FeedForward(nn.Cell):

@@ -8,7 +8,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, Zero, initializer
 
 from svd.attention import scaled_dot_product_attention
-from svd.layers import LayerNorm, gelu, uniform_parameter
+from svd.layers import LayerNorm, erf_gelu_is_fast, gelu, uniform_parameter
 from svd.resize import antialias_resize_matrix
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -38,9 +38,10 @@ class MLP(nn.Cell):
         super().__init__()
         self.c_fc = nn.Dense(width, hidden)
         self.c_proj = nn.Dense(hidden, width)
+        self.gelu_kernel = erf_gelu_is_fast()
 
     def construct(self, x):
-        return self.c_proj(gelu(self.c_fc(x)))
+        return self.c_proj(gelu(self.c_fc(x), self.gelu_kernel))
 
 
 class ResidualAttentionBlock(nn.Cell):

@@ -70,14 +70,20 @@ GELU_LOGIT_POLY = (1.5957698830106573, 0.07266616867792593, -6.518934890976106e-
                    7.929547943487294e-06, -2.6453185328172146e-07, 3.5124973207789623e-09)
 
 
-def gelu(x):
+def erf_gelu_is_fast():
+    """Whether the backend's erf GELU kernel should be used (anything but the CPU backend)."""
+    return ms.get_context("device_target") != "CPU"
+
+
+def gelu(x, use_kernel=False):
     """Exact (erf) GELU, computed in fp32.
 
     MindSpore's CPU erf kernel is ~25x slower than its sigmoid, which made GELU 20% of a
-    full-size UNet call; on CPU the polynomial-logit form above runs in cheap ops instead.
+    full-size UNet call; there the polynomial-logit form above runs in cheap ops instead.
+    ``use_kernel`` (from :func:`erf_gelu_is_fast`, decided when a cell is built) picks the kernel.
     """
     h = x.astype(ms.float32)
-    if ms.get_context("device_target") != "CPU":
+    if use_kernel:
         return ops.gelu(h, approximate="none").astype(x.dtype)
     square = h * h
     poly = square * GELU_LOGIT_POLY[-1] + GELU_LOGIT_POLY[-2]

@@ -12,9 +12,6 @@ AUTO_FLOOR = 16 * MIB
 AUTO_FRACTION = 16
 SCORE_BYTES = 12  # per attention score: fp32 logits, the softmax output and a temporary
 
-_budget = {"bytes": None}
-
-
 def available_memory():
     """Bytes the OS can still hand out (MemAvailable), or a conservative guess where unknown."""
     try:
@@ -30,22 +27,29 @@ def available_memory():
         return 8 << 30
 
 
+def auto_budget():
+    """min(512 MiB, available / 16), at least 16 MiB."""
+    return max(AUTO_FLOOR, min(AUTO_CAP, available_memory() // AUTO_FRACTION))
+
+
+# The current budget in bytes, read by the networks as they run; inside a compiled graph it is a
+# constant of that compilation, so set it before the first call.
+BUDGET = [auto_budget()]
+
+
 def set_memory_budget(megabytes=None):
     """Fix the budget in MiB; ``None`` returns to the automatic budget (a share of available memory)."""
     if megabytes is None:
-        _budget["bytes"] = None
+        BUDGET[0] = auto_budget()
         return
     if isinstance(megabytes, bool) or not isinstance(megabytes, (int, float)) or not megabytes > 0:
         raise ValueError(f"memory budget must be a positive number of MiB, got {megabytes!r}")
-    _budget["bytes"] = int(megabytes * MIB)
+    BUDGET[0] = int(megabytes * MIB)
 
 
 def memory_budget():
-    """Bytes one chunk may use: the fixed budget, or min(512 MiB, available / 16), at least 16 MiB."""
-    if _budget["bytes"] is not None:
-        return _budget["bytes"]
-    _budget["bytes"] = max(AUTO_FLOOR, min(AUTO_CAP, available_memory() // AUTO_FRACTION))
-    return _budget["bytes"]
+    """Bytes one attention or feed-forward chunk may use."""
+    return BUDGET[0]
 
 
 def plan_row_chunk(rows, bytes_per_row, budget):
