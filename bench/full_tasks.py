@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.tasks import timed
+from bench.tasks import timed, unet_call_inputs
 
 WEIGHTS = Path(__file__).resolve().parent / ".weights" / "svd"
 FLOPS = []
@@ -47,13 +47,8 @@ def run_mindspore(task, config, height, width, frames, chunk, repeats):
     load_weights(model, WEIGHTS, cfg.model, prefixes=(network,))
     data = inputs(task, height, width, frames)
     if task == "unet":
-        b, t = 2, frames
-        x = Tensor(data["x"].reshape(b * t, *data["x"].shape[2:]))
-        c_noise = Tensor(np.repeat(data["c_noise"], t))
-        context = Tensor(np.repeat(data["context"], t, axis=0))
-        vector = Tensor(np.repeat(model.vector(*data["added"].T).asnumpy(), t, axis=0))
-        indicator = Tensor(np.zeros((b, t), np.float32))
-        return timed(lambda: model.unet(x, c_noise, context, vector, indicator).asnumpy(), repeats)
+        args = unet_call_inputs(model, data)
+        return timed(lambda: model.unet(*args).asnumpy(), repeats)
     if task == "decode":
         z = Tensor(data["z"])
         return timed(lambda: [model.vae.decoder(z[s:s + chunk], z[s:s + chunk].shape[0]).asnumpy()

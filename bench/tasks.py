@@ -39,6 +39,16 @@ def inputs(model_cfg):
                 target=rng.standard_normal((t, 4, h, w)).astype(np.float32))
 
 
+def unet_call_inputs(model, data):
+    """The guided UNet call's MindSpore inputs ``(b t, ...)`` from the per-video arrays of ``inputs``."""
+    from mindspore import Tensor
+    b, t = data["x"].shape[:2]
+    return (Tensor(data["x"].reshape(b * t, *data["x"].shape[2:])), Tensor(np.repeat(data["c_noise"], t)),
+            Tensor(np.repeat(data["context"], t, axis=0)),
+            Tensor(np.repeat(model.vector(*data["added"].T).asnumpy(), t, axis=0)),
+            Tensor(np.zeros((b, t), np.float32)))
+
+
 def run_mindspore(task, graph, model_cfg, data):
     import svd  # noqa: F401
     from mindspore import Tensor, nn, ops
@@ -47,12 +57,8 @@ def run_mindspore(task, graph, model_cfg, data):
     from svd.training import select_trainable
     set_mode("graph" if graph else "pynative")
     model = build_model(load_config("svd_tiny"))
-    b, t = 2, FRAMES
-    x = Tensor(data["x"].reshape(b * t, *data["x"].shape[2:]))
-    c_noise = Tensor(np.repeat(data["c_noise"], t))
-    context = Tensor(np.repeat(data["context"], t, axis=0))
-    vector = Tensor(np.repeat(model.vector(*data["added"].T).asnumpy(), t, axis=0))
-    indicator = Tensor(np.zeros((b, t), np.float32))
+    t = FRAMES
+    x, c_noise, context, vector, indicator = unet_call_inputs(model, data)
     if task == "unet":
         return timed(lambda: model.unet(x, c_noise, context, vector, indicator).asnumpy())
     if task == "decode":

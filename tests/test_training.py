@@ -121,9 +121,11 @@ def test_graph_mode_matches_pynative(trained, clips_csv, tmp_path):
                    check=True, cwd=ROOT, capture_output=True)
     with open(tmp_path / "log_rank0.csv") as handle:
         graph = [row for row in csv.reader(handle)]
+    # Graph and PyNative run different kernel implementations of the fused norms' gradients; AdamW's
+    # first steps normalise each element's update, so their rounding shows in the weight norm at ~3e-6.
     for ours, reference in zip(graph, log[:2]):
         assert float(ours[1]) == pytest.approx(float(reference[1]), rel=1e-4)
-        assert float(ours[4]) == pytest.approx(float(reference[4]), rel=1e-6)
+        assert float(ours[4]) == pytest.approx(float(reference[4]), rel=1e-5)
 
 
 def test_data_parallel_with_msrun(clips_csv, tmp_path):
