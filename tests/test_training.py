@@ -121,8 +121,9 @@ def test_graph_mode_matches_pynative(trained, clips_csv, tmp_path):
                    check=True, cwd=ROOT, capture_output=True)
     with open(tmp_path / "log_rank0.csv") as handle:
         graph = [row for row in csv.reader(handle)]
-    # Graph and PyNative run different kernel implementations of the fused norms' gradients; AdamW's
-    # first steps normalise each element's update, so their rounding shows in the weight norm at ~3e-6.
+    # Graph and PyNative round differently since the layers moved to fused kernels (3.2e-6 relative in
+    # the weight norm after two steps, 2e-7 before); AdamW's first steps normalise each element's
+    # update, which magnifies rounding differences in near-zero gradients.
     for ours, reference in zip(graph, log[:2]):
         assert float(ours[1]) == pytest.approx(float(reference[1]), rel=1e-4)
         assert float(ours[4]) == pytest.approx(float(reference[4]), rel=1e-5)
