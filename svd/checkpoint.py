@@ -11,7 +11,7 @@ from pathlib import Path
 
 import mindspore as ms
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from svd.layouts import STABILITY_IGNORED, LayoutError, diffusers_entry, stability_name
 
@@ -50,23 +50,8 @@ def model_shapes(model):
 
 def read_tensors(path):
     """Load a flat name->ndarray dict from .safetensors, .ckpt or a diffusers folder."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
-    if path.is_dir():
-        state = {}
-        for folder, filename in DIFFUSERS_FILES.items():
-            file = path / folder / filename
-            if not file.is_file():
-                raise CheckpointError(f"{path}: not a diffusers SVD folder, missing {folder}/{filename}")
-            state.update({f"{folder}/{k}": v for k, v in load_file(str(file)).items()})
-        return state
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    if path.suffix == ".ckpt":
-        return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items()}
-    raise CheckpointError(f"{path}: unsupported checkpoint type '{path.suffix}', expected .safetensors, .ckpt "
-                          "or a diffusers folder")
+    source = TensorSource(path)
+    return {key: source.get(key) for key in source.shapes}
 
 
 def detect_layout(state):
@@ -234,8 +219,11 @@ class TensorSource:
                 self.readers[folder + "/"] = SafetensorsReader(file)
         elif path.suffix == ".safetensors":
             self.readers[""] = SafetensorsReader(path)
+        elif path.suffix == ".ckpt":
+            self.state = {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items()}
         else:
-            self.state = read_tensors(path)
+            raise CheckpointError(f"{path}: unsupported checkpoint type '{path.suffix}', expected .safetensors, "
+                                  ".ckpt or a diffusers folder")
         if self.state is not None:
             self.shapes = {k: v.shape for k, v in self.state.items()}
         else:
