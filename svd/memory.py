@@ -12,6 +12,7 @@ AUTO_FLOOR = 16 * MIB
 AUTO_FRACTION = 16
 SCORE_BYTES = 12  # per attention score: fp32 logits, the softmax output and a temporary
 
+
 def available_memory():
     """Bytes the OS can still hand out (MemAvailable), or a conservative guess where unknown."""
     try:
@@ -60,8 +61,8 @@ def plan_row_chunk(rows, bytes_per_row, budget):
 def plan_attention_chunks(batch, queries, keys, budget):
     """(batch, query, key) chunk sizes whose attention scores fit ``budget`` bytes.
 
-    Whole rows of keys are preferred (one exact softmax); keys are split, and merged by
-    their log-sum-exp, only when a single query row does not fit.
+    Whole rows of keys are preferred (one exact softmax); keys are split (two passes against
+    the row's maximum logit) only when a single query row does not fit.
     """
     row = keys * SCORE_BYTES
     if row > budget:
