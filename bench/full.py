@@ -66,7 +66,7 @@ def report(results):
              f"MindSpore {gemm['mindspore'] or 0:.0f} GFLOP/s.", "",
              "| task | torch s | MindSpore s (ratio) | peak GiB torch / MindSpore | UNet GFLOP/s torch / MindSpore |",
              "|---|---|---|---|---|"]
-    for key, (label, task, *_rest) in ROWS.items():
+    for key, (label, *_rest) in ROWS.items():
         if key == "gemm" or key.startswith("xt-"):
             continue
         ref, ours = results.get(f"{key}/torch", {}), results.get(f"{key}/mindspore", {})
