@@ -1,4 +1,4 @@
-"""Reading, converting and writing SVD weights in our, Stability's and diffusers' layouts.
+"""Reading, converting and writing SVD weights in our, Stability's, mindone's and diffusers' layouts.
 
 Conversion is by explicit name tables (svd.layouts) with a shape check per tensor;
 nothing is matched by sort order. Torch is not needed: the torch side is safetensors.
@@ -13,7 +13,7 @@ import mindspore as ms
 import numpy as np
 from safetensors.numpy import save_file
 
-from svd.layouts import STABILITY_IGNORED, LayoutError, diffusers_entry, stability_name
+from svd.layouts import STABILITY_IGNORED, LayoutError, layout_entry
 
 DIFFUSERS_FILES = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffusion_pytorch_model.safetensors",
                    "image_encoder": "model.safetensors"}
@@ -54,29 +54,29 @@ def read_tensors(path):
     return {key: source.get(key) for key in source.shapes}
 
 
-def detect_layout(state):
-    if any("/" in k for k in state):
-        return "diffusers"
-    if any(k.startswith("model.diffusion_model.") for k in state):
-        return "stability"
-    if any(k.startswith("unet.") for k in state):
+def _mindspore_named(keys):
+    """Whether any key carries a MindSpore cell parameter name (norm ``gamma``/``beta``, ``embedding_table``)."""
+    return any(k.endswith((".gamma", ".beta", ".embedding_table")) for k in keys)
+
+
+def detect_layout(keys, source="checkpoint"):
+    """The layout (see svd.layouts) that tensor names ``keys`` are in; ``source`` names the file in errors."""
+    keys = list(keys)
+    if any("/" in k for k in keys):
+        return "mindone.diffusers" if _mindspore_named(k for k in keys if k.startswith("image_encoder/")) \
+            else "diffusers"
+    if any(k.startswith("model.diffusion_model.") for k in keys):
+        return "mindone" if _mindspore_named(keys) else "stability"
+    if any(k.startswith("unet.") for k in keys):
         return "mindspore"
-    raise CheckpointError("cannot tell the checkpoint layout: no 'unet.', 'model.diffusion_model.' or "
-                          "diffusers folder keys")
+    found = ", ".join(repr(k) for k in keys[:3]) if keys else "no tensors"
+    raise CheckpointError(f"{source}: matches no known layout: expected 'unet.*' (ours), 'model.diffusion_model.*' "
+                          f"(Stability or mindone) or a diffusers folder, found {found}")
 
 
 def _entries(shapes, layout, model_cfg):
     """Our name -> ([external names], transform)."""
-    entries = {}
-    for name in shapes:
-        if layout == "mindspore":
-            entries[name] = ([name], "same")
-        elif layout == "stability":
-            entries[name] = ([stability_name(name)], "same")
-        else:
-            folder, keys, kind = diffusers_entry(name, model_cfg["unet"], model_cfg["vae"])
-            entries[name] = ([f"{folder}/{k}" for k in keys], kind)
-    return entries
+    return {name: layout_entry(name, layout, model_cfg) for name in shapes}
 
 
 def _to_ours(tensors, kind, shape):
@@ -130,8 +130,8 @@ def match_keys(available, shapes, model_cfg, layout):
     for key in available:
         if key in claimed:
             continue
-        if (layout == "stability" and STABILITY_IGNORED.match(key)) or \
-                (layout == "diffusers" and key.endswith("position_ids")):
+        if (layout in ("stability", "mindone") and STABILITY_IGNORED.match(key)) or \
+                (layout in ("diffusers", "mindone.diffusers") and key.endswith("position_ids")):
             report.ignored.append(key)
         else:
             report.unexpected.append(key)
@@ -148,7 +148,7 @@ def convert_to_ours(state, shapes, model_cfg, layout=None):
 
 
 def convert_from_ours(state, model_cfg, layout):
-    """Our state -> external state (``stability`` or ``diffusers``; diffusers keys are ``folder/name``)."""
+    """Our state -> external state in any layout of svd.layouts (diffusers keys are ``folder/name``)."""
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     try:
         entries = _entries(shapes, layout, model_cfg)
@@ -202,6 +202,22 @@ class SafetensorsReader:
         return array.reshape(entry["shape"])
 
 
+def diffusers_weights(root, folder):
+    """The weights file of one diffusers sub-model: the plain one, else its only variant (``*.fp16.safetensors``,
+    as ``save_pretrained(variant="fp16")`` writes)."""
+    filename = DIFFUSERS_FILES[folder]
+    plain = root / folder / filename
+    if plain.is_file():
+        return plain
+    stem = filename[:-len(".safetensors")]
+    variants = sorted((root / folder).glob(f"{stem}.*.safetensors"))
+    if len(variants) == 1:
+        return variants[0]
+    found = ", ".join(sorted(p.name for p in (root / folder).glob("*"))) if (root / folder).is_dir() else "no folder"
+    raise CheckpointError(f"{root}: not a diffusers SVD folder: expected {folder}/{filename} or one variant such as "
+                          f"{folder}/{stem}.fp16.safetensors, found {found or 'nothing'}")
+
+
 class TensorSource:
     """Tensors of a checkpoint read one at a time, so loading never holds a second copy of the
     weights; .ckpt files (MindSpore's format has no per-tensor reader) are read whole."""
@@ -212,15 +228,13 @@ class TensorSource:
             raise FileNotFoundError(f"checkpoint '{path}' does not exist")
         self.readers, self.state = {}, None
         if path.is_dir():
-            for folder, filename in DIFFUSERS_FILES.items():
-                file = path / folder / filename
-                if not file.is_file():
-                    raise CheckpointError(f"{path}: not a diffusers SVD folder, missing {folder}/{filename}")
-                self.readers[folder + "/"] = SafetensorsReader(file)
+            for folder in DIFFUSERS_FILES:
+                self.readers[folder + "/"] = SafetensorsReader(diffusers_weights(path, folder))
         elif path.suffix == ".safetensors":
             self.readers[""] = SafetensorsReader(path)
         elif path.suffix == ".ckpt":
-            self.state = {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items()}
+            # mindone's own loader drops "._backbone", which AMP-wrapped saves on MindSpore 2.2 inserted.
+            self.state = {k.replace("._backbone", ""): v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items()}
         else:
             raise CheckpointError(f"{path}: unsupported checkpoint type '{path.suffix}', expected .safetensors, "
                                   ".ckpt or a diffusers folder")
@@ -247,7 +261,7 @@ def load_weights(model, path, model_cfg, strict=True, prefixes=None):
     if prefixes:
         shapes = {k: v for k, v in shapes.items() if k.startswith(tuple(prefixes))}
     try:
-        plan, report = match_keys(source.shapes, shapes, model_cfg, detect_layout(source.shapes))
+        plan, report = match_keys(source.shapes, shapes, model_cfg, detect_layout(source.shapes, path))
     except LayoutError as err:
         raise CheckpointError(f"{path}: parameter '{err}' has no counterpart in this layout") from None
     if prefixes:

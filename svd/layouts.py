@@ -1,7 +1,11 @@
-"""Explicit name tables between our parameters and the two PyTorch layouts in circulation.
+"""Explicit name tables between our parameters and the layouts SVD weights circulate in.
 
-* ``stability``: the single-file ``svd.safetensors`` / ``svd_xt.safetensors``.
+* ``stability``: the single-file ``svd.safetensors`` / ``svd_xt.safetensors`` (and the other releases).
+* ``mindone``: mindone's ``examples/svd`` MindSpore files (``svd-d19a808f.ckpt``, ``svd_xt-993f895f.ckpt``):
+  Stability's names with MindSpore's cell parameter names.
 * ``diffusers``: the ``unet/``, ``vae/`` and ``image_encoder/`` folders.
+* ``mindone.diffusers``: the same folders saved by mindone.diffusers, whose CLIP tower (mindone.transformers)
+  names its LayerNorms ``gamma``/``beta`` and its position embedding ``embedding_table``.
 
 Every entry says which external tensors make one of our parameters and how
 (``same``, ``split_qkv`` for fused attention projections, ``conv1x1`` for VAE
@@ -14,15 +18,23 @@ STABILITY_PREFIXES = (
     ("vae.encoder.", "conditioner.embedders.3.encoder.encoder."),
     ("vae.quant_conv.", "conditioner.embedders.3.encoder.quant_conv."),
     ("vae.decoder.", "first_stage_model.decoder."),
+    ("vae.post_quant_conv.", "first_stage_model.post_quant_conv."),
     ("image_encoder.", "conditioner.embedders.0.open_clip.model.visual."),
 )
 
-# Stability tensors we knowingly do not use: the first stage's own encoder (diffusers keeps a single
-# encoder with quant_conv, which is the one SVD conditions on) and open_clip's text-side leftovers.
-STABILITY_IGNORED = re.compile(r"^(first_stage_model\.encoder\.|conditioner\.embedders\.0\.open_clip\.model\."
-                               r"(?!visual\.)|conditioner\.embedders\.3\.encoder\.(decoder|post_quant_conv)\.)")
+# Stability tensors we knowingly do not use: the first stage's own encoder and quant_conv (diffusers keeps a
+# single encoder with quant_conv, which is the one SVD conditions on) and open_clip's text-side leftovers.
+# Prefixes only, so the same pattern serves mindone's names.
+STABILITY_IGNORED = re.compile(r"^(first_stage_model\.(encoder|quant_conv)\.|conditioner\.embedders\.0\.open_clip\."
+                               r"model\.(?!visual\.)|conditioner\.embedders\.3\.encoder\.(decoder|post_quant_conv)\.)")
 
-DIFFUSERS_FOLDERS = {"unet.": "unet", "vae.": "vae", "image_encoder.": "image_encoder"}
+# mindone's rules on Stability names (reference: mindone_svd_keys.md): R1 every GroupNorm/LayerNorm's
+# weight/bias -> gamma/beta; R3 AE3DConv's time_mix_conv -> conv3d. (R2, token_embedding -> embedding_table,
+# touches only a text-side tensor we ignore.)
+_MINDONE_NORM = re.compile(r"(^|\.)(norm\w*|ln_\w+|in_layers\.0|out_layers\.0|diffusion_model\.out\.0)\.(weight|bias)$")
+# mindone.transformers' CLIP: nn.LayerNorm and nn.Embedding parameters.
+_MINDSPORE_CLIP_NORM = re.compile(r"\.(layer_norm[12]|pre_layrnorm|post_layernorm)\.(weight|bias)$")
+_MINDSPORE_LEAF = {"weight": "gamma", "bias": "beta"}
 
 _RESNET = {"in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj",
            "out_layers.0": "norm2", "out_layers.3": "conv2", "skip_connection": "conv_shortcut"}
@@ -112,12 +124,13 @@ def _vae_mid(rest, video):
     return f"mid_block.resnets.{int(m.group(1)) - 1}.{_vae_block(m.group(2), video)}"
 
 
-def vae_to_diffusers(name, num_levels):
-    """Name inside ``vae.`` -> name inside diffusers' ``vae/``."""
-    if name.startswith("quant_conv."):
+def vae_to_diffusers(name, num_levels, temporal_decoder=True):
+    """Name inside ``vae.`` -> name inside diffusers' ``vae/`` (AutoencoderKLTemporalDecoder, or AutoencoderKL's
+    plain decoder names when ``temporal_decoder`` is false)."""
+    if name.startswith(("quant_conv.", "post_quant_conv.")):
         return name
     part, rest = name.split(".", 1)
-    video = part == "decoder"
+    video = part == "decoder" and temporal_decoder
     fixed = {"conv_in": "conv_in", "norm_out": "conv_norm_out", "conv_out.time_mix_conv": "time_conv_out",
              "conv_out": "conv_out"}
     for src in ("conv_out.time_mix_conv", "conv_in", "norm_out", "conv_out"):
@@ -167,7 +180,7 @@ def diffusers_entry(name, unet_cfg, vae_cfg):
     if name.startswith("unet."):
         return "unet", [unet_to_diffusers(name[5:], unet_cfg["num_res_blocks"])], "same"
     if name.startswith("vae."):
-        renamed = vae_to_diffusers(name[4:], len(vae_cfg["ch_mult"]))
+        renamed = vae_to_diffusers(name[4:], len(vae_cfg["ch_mult"]), vae_cfg.get("temporal_decoder", True))
         kind = "conv1x1" if ".attentions.0.to_" in renamed and renamed.endswith(".weight") else "same"
         return "vae", [renamed], kind
     if name.startswith("image_encoder."):
@@ -182,3 +195,36 @@ def stability_name(name):
         if name.startswith(ours):
             return theirs + name[len(ours):]
     raise LayoutError(name)
+
+
+def mindone_name(stability):
+    """Stability name -> the name in mindone's examples/svd checkpoints."""
+    name = _MINDONE_NORM.sub(lambda m: f"{m.group(1)}{m.group(2)}.{_MINDSPORE_LEAF[m.group(3)]}", stability)
+    return name.replace(".conv_out.time_mix_conv.", ".conv_out.conv3d.")
+
+
+def mindone_diffusers_name(key):
+    """diffusers ``folder/name`` -> the name mindone.diffusers saves (only its CLIP tower differs)."""
+    if not key.startswith("image_encoder/"):
+        return key
+    if key.endswith(".position_embedding.weight"):
+        return key[:-len("weight")] + "embedding_table"
+    return _MINDSPORE_CLIP_NORM.sub(lambda m: f".{m.group(1)}.{_MINDSPORE_LEAF[m.group(2)]}", key)
+
+
+LAYOUTS = ("mindspore", "stability", "mindone", "diffusers", "mindone.diffusers")
+
+
+def layout_entry(name, layout, model_cfg):
+    """Our parameter name -> ([names in ``layout``], transform); diffusers names are ``folder/name``."""
+    if layout == "mindspore":
+        return [name], "same"
+    if layout == "stability":
+        return [stability_name(name)], "same"
+    if layout == "mindone":
+        return [mindone_name(stability_name(name))], "same"
+    if layout in ("diffusers", "mindone.diffusers"):
+        folder, keys, kind = diffusers_entry(name, model_cfg["unet"], model_cfg["vae"])
+        keys = [f"{folder}/{k}" for k in keys]
+        return ([mindone_diffusers_name(k) for k in keys] if layout == "mindone.diffusers" else keys), kind
+    raise ValueError(f"unknown layout '{layout}', expected one of {', '.join(LAYOUTS)}")

@@ -62,4 +62,4 @@ class SVDModel(nn.Cell):
 
     def decode(self, latents):
         """One chunk of latents ``(t, c, h, w)`` to frames in ``[-1, 1]``; the temporal layers see only this chunk."""
-        return self.vae.decoder(latents / self.scale_factor, latents.shape[0])
+        return self.vae.decode(latents / self.scale_factor, latents.shape[0])

@@ -1,5 +1,7 @@
 """The SVD autoencoder: a 2-D KL encoder and a decoder with temporal layers against flicker.
 
+The ``*_image_decoder`` releases decode frame by frame instead: Stability's image AutoencoderKL, a
+``post_quant_conv`` then a 2-D decoder (``temporal_decoder: false``).
 Names follow Stability's checkpoint (``encoder.down.0.block.0.norm1`` ...).
 """
 import mindspore as ms
@@ -159,44 +161,57 @@ class TimeMixConvOut(nn.Cell):
         return to_frames(self.time_mix_conv(to_video(y, num_frames)))
 
 
-class VideoDecoder(nn.Cell):
-    """Decoder whose ResnetBlocks and output conv see the frames of one decode chunk."""
+class Decoder(nn.Cell):
+    """Decoder whose ResnetBlocks and output conv see the frames of one decode chunk (``temporal``),
+    or a frame-wise 2-D decoder (the image-decoder releases)."""
 
-    def __init__(self, ch, ch_mult, num_res_blocks, z_channels, out_ch=3, video_kernel_size=(3, 1, 1)):
+    def __init__(self, ch, ch_mult, num_res_blocks, z_channels, out_ch=3, video_kernel_size=(3, 1, 1), temporal=True):
         super().__init__()
         kernel = tuple(video_kernel_size)
+        block = (lambda i, o: VideoResnetBlock(i, o, kernel)) if temporal else ResnetBlock
         block_in = ch * ch_mult[-1]
         self.conv_in = conv2d(z_channels, block_in)
-        self.mid = MidBlock(VideoResnetBlock(block_in, block_in, kernel), block_in,
-                            VideoResnetBlock(block_in, block_in, kernel))
+        self.mid = MidBlock(block(block_in, block_in), block_in, block(block_in, block_in))
         levels = []
         for i in reversed(range(len(ch_mult))):
             blocks = []
             for _ in range(num_res_blocks + 1):
-                blocks.append(VideoResnetBlock(block_in, ch * ch_mult[i], kernel))
+                blocks.append(block(block_in, ch * ch_mult[i]))
                 block_in = ch * ch_mult[i]
             levels.insert(0, Level(blocks, Resample(block_in, down=False) if i else None))
         self.up = nn.CellList(levels)
         self.num_levels = len(ch_mult)
         self.norm_out = GroupNorm(block_in, eps=1e-6)
-        self.conv_out = TimeMixConvOut(block_in, out_ch, kernel)
+        self.temporal = temporal
+        self.conv_out = TimeMixConvOut(block_in, out_ch, kernel) if temporal else conv2d(block_in, out_ch)
 
     def construct(self, z, num_frames):
         h = self.mid(self.conv_in(z), num_frames)
         for i in range(self.num_levels - 1, -1, -1):
             h = self.up[i](h, num_frames)
-        return self.conv_out(silu(self.norm_out(h)), num_frames)
+        h = silu(self.norm_out(h))
+        if self.temporal:
+            return self.conv_out(h, num_frames)
+        return self.conv_out(h)
 
 
 class AutoencoderKL(nn.Cell):
-    """Encoder (+ quant_conv) to a diagonal Gaussian, temporal decoder back to pixels."""
+    """Encoder (+ quant_conv) to a diagonal Gaussian, temporal decoder back to pixels.
+
+    ``temporal_decoder=False`` builds the image-decoder releases' first stage instead: ``post_quant_conv``
+    and a frame-wise decoder. The encoder is the same in both (SVD conditions on it).
+    """
 
     def __init__(self, ch, ch_mult, num_res_blocks, z_channels, embed_dim, in_channels=3, out_ch=3,
-                 video_kernel_size=(3, 1, 1)):
+                 video_kernel_size=(3, 1, 1), temporal_decoder=True):
         super().__init__()
         self.encoder = Encoder(ch, ch_mult, num_res_blocks, z_channels, in_channels)
         self.quant_conv = conv2d(2 * z_channels, 2 * embed_dim, 1)
-        self.decoder = VideoDecoder(ch, ch_mult, num_res_blocks, embed_dim, out_ch, video_kernel_size)
+        self.temporal_decoder = temporal_decoder
+        if not temporal_decoder:
+            self.post_quant_conv = conv2d(embed_dim, z_channels, 1)
+        self.decoder = Decoder(ch, ch_mult, num_res_blocks, embed_dim if temporal_decoder else z_channels, out_ch,
+                               video_kernel_size, temporal_decoder)
 
     def encode_moments(self, x):
         """Mean and log-variance (clamped to [-30, 20]) of the posterior."""
@@ -204,5 +219,11 @@ class AutoencoderKL(nn.Cell):
         mean, logvar = ops.chunk(moments, 2, axis=1)
         return mean, ops.clamp(logvar, -30.0, 20.0)
 
-    def construct(self, z, num_frames):
+    def decode(self, z, num_frames):
+        """Latents (unscaled) of ``num_frames`` consecutive frames to pixels."""
+        if not self.temporal_decoder:
+            z = self.post_quant_conv(z)
         return self.decoder(z, num_frames)
+
+    def construct(self, z, num_frames):
+        return self.decode(z, num_frames)

@@ -1,9 +1,12 @@
-"""Convert SVD weights between PyTorch layouts and MindSpore.
+"""Convert SVD weights between the PyTorch layouts, mindone's and ours.
 
-    # Stability single file or diffusers folder -> MindSpore checkpoint (our names)
+    # Stability single file, mindone .ckpt or diffusers folder (also fp16 variants, mindone.diffusers)
+    # -> MindSpore checkpoint (our names); the input layout is detected
     python -m svd_tools.convert --config svd_xt --input svd_xt.safetensors --output svd_xt.ckpt
-    # MindSpore -> PyTorch (safetensors), Stability single file or diffusers folder
+    python -m svd_tools.convert --config svd_xt --input svd_xt-993f895f.ckpt --output svd_xt.ckpt
+    # -> Stability single file, mindone's examples/svd .ckpt, or a diffusers folder
     python -m svd_tools.convert --config svd_xt --input svd_xt.ckpt --output back.safetensors --to stability
+    python -m svd_tools.convert --config svd_xt --input svd_xt.ckpt --output svd_xt-mindone.ckpt --to mindone
     python -m svd_tools.convert --config svd_xt --input svd_xt.ckpt --output svd_xt_diffusers --to diffusers
 
 Every tensor is renamed by an explicit table and shape-checked; missing, unexpected and knowingly
@@ -22,10 +25,11 @@ from svd.config import build_model, load_config
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="svd, svd_xt, svd_tiny or a YAML path (the architecture)")
+    p.add_argument("--config", required=True, help="svd, svd_xt, svd_xt_1_1, svd_image_decoder, svd_xt_image_decoder, "
+                   "svd_tiny or a YAML path (the architecture)")
     p.add_argument("--input", required=True, help=".safetensors, .ckpt or a diffusers folder")
     p.add_argument("--output", required=True, help=".ckpt/.safetensors file, or a folder for --to diffusers")
-    p.add_argument("--to", choices=["mindspore", "stability", "diffusers"], default="mindspore")
+    p.add_argument("--to", choices=["mindspore", "stability", "mindone", "diffusers"], default="mindspore")
     return p.parse_args(argv)
 
 
@@ -35,7 +39,7 @@ def convert(config, source, output, target="mindspore"):
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     shapes = model_shapes(build_model(cfg, lazy=True))
     state = read_tensors(source)
-    layout = detect_layout(state)
+    layout = detect_layout(state, source)
     ours, report = convert_to_ours(state, shapes, model_cfg, layout)
     if not report.ok():
         raise CheckpointError(f"{source} ({layout} layout) does not match config '{config}': {report.summary()}")
@@ -44,7 +48,7 @@ def convert(config, source, output, target="mindspore"):
     elif target == "diffusers":
         save_diffusers_folder(convert_from_ours(ours, model_cfg, "diffusers"), output)
     else:
-        save_tensors(convert_from_ours(ours, model_cfg, "stability"), output)
+        save_tensors(convert_from_ours(ours, model_cfg, target), output)
     return layout, report
 
 
