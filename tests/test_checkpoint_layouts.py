@@ -270,3 +270,34 @@ def test_full_size_frame_wise_decoder_maps_onto_autoencoder_kl():
     plan, report = match_keys(available, shapes, OmegaConf.to_container(cfg.model, resolve=True), "diffusers")
     assert report.ok(), report.summary()
     assert len(plan) == len(shapes)
+
+
+def test_ckpt_reader_equals_mindspore_loader(tmp_path, monkeypatch):
+    """The header-scanning .ckpt reader returns what ms.load_checkpoint returns: every dtype a checkpoint may hold,
+    0-d tensors, tensors saved in slices (forced small here; real files slice above 512 MB), the CRC trailer."""
+    import mindspore as ms
+    from mindspore.train import serialization
+
+    from svd.checkpoint import CkptReader
+    rng = np.random.default_rng(0)
+    state = {"a.f32": rng.standard_normal((40, 30)).astype(np.float32), "b.f16": rng.standard_normal(5).astype(np.float16),
+             "c.i64": np.arange(6, dtype=np.int64).reshape(2, 3), "d.i32": np.arange(3, dtype=np.int32),
+             "e.scalar": np.array(2.5, np.float32), "f.flag": np.array([True, False])}
+    params = [{"name": k, "data": Tensor(v)} for k, v in state.items()]
+    params.append({"name": "g.bf16", "data": Tensor(state["a.f32"][:2]).astype(ms.bfloat16)})
+    monkeypatch.setattr(serialization, "SLICE_SIZE", 1)  # KB: "a.f32" (4.7 KB) is written in 5 slices
+    ms.save_checkpoint(params, str(tmp_path / "w.ckpt"), crc_check=True)
+    reader = CkptReader(tmp_path / "w.ckpt")
+    assert len(reader.entries["a.f32"][2]) == 5
+    expected = ms.load_checkpoint(str(tmp_path / "w.ckpt"), crc_check=True)
+    assert reader.shapes() == {k: tuple(v.shape) for k, v in expected.items()}
+    for key, value in expected.items():
+        ref = value.float().asnumpy() if key == "g.bf16" else value.asnumpy()
+        got = reader.get(key)
+        assert got.dtype == ref.dtype and np.array_equal(got, ref), key
+
+
+def test_damaged_ckpt_is_one_line(tmp_path):
+    (tmp_path / "bad.ckpt").write_bytes(b"\x0a\x05abc")
+    with pytest.raises(CheckpointError, match=r"bad\.ckpt: not a plain MindSpore checkpoint"):
+        read_tensors(tmp_path / "bad.ckpt")
