@@ -2,8 +2,10 @@
 
 Example (tiny model, random weights, runs in seconds on a CPU):
     python image_to_video.py --config svd_tiny --random-weights --image assets/demo.png --output outputs/demo.mp4
-Real weights:
-    python image_to_video.py --config svd_xt --checkpoint svd_xt.safetensors --image cat.png --output cat.mp4
+Real weights (the config is read from the checkpoint; --config picks one):
+    python image_to_video.py --checkpoint svd_xt.safetensors --image cat.png --output cat.mp4
+The image may have any size: --resize cover (default) scales it to cover the video and crops the
+centre, --resize stretch scales each axis (nothing cut, shapes distorted).
 """
 import argparse
 import sys
@@ -11,22 +13,25 @@ import sys
 import svd  # noqa: F401  (sets the oneDNN ISA before MindSpore is imported)
 import mindspore as ms
 
-from svd.checkpoint import load_weights
 from svd.cli import run_cli
 from svd.config import build_model, load_config
 from svd.memory import set_memory_budget
-from svd.media import load_image, output_kind, write_video
+from svd.media import output_kind, read_image, write_video
 from svd.pipeline import ImageToVideoPipeline, SamplingOptions
+from svd.resize import RESIZE_MODES
 from svd.runtime import set_mode
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="svd_tiny", help="svd, svd_xt, svd_tiny or a YAML path")
+    p.add_argument("--config", help="svd, svd_xt, svd_tiny or a YAML path (default: svd_tiny with --random-weights, "
+                                    "read from the checkpoint otherwise)")
     weights = p.add_mutually_exclusive_group(required=True)
     weights.add_argument("--checkpoint", help="weights: .safetensors/.ckpt (ours or Stability's) or a diffusers folder")
     weights.add_argument("--random-weights", action="store_true", help="seeded random weights (demo and smoke tests)")
-    p.add_argument("--image", default="assets/demo.png")
+    p.add_argument("--image", default="assets/demo.png", help="any size; fitted by --resize")
+    p.add_argument("--resize", choices=RESIZE_MODES, default="cover",
+                   help="cover: scale and centre-crop (default); stretch: scale each axis, nothing cut")
     p.add_argument("--output", default="outputs/video.mp4", help=".mp4, .gif, or a folder for PNG frames")
     for name, kind in (("num_frames", int), ("num_steps", int), ("height", int), ("width", int), ("fps", int),
                        ("motion_bucket_id", int), ("noise_aug_strength", float), ("decode_chunk_size", int),
@@ -50,23 +55,28 @@ def warn_unusual(options):
         print(f"warning: motion_bucket_id {options.motion_bucket_id} > 255 is far outside training", file=sys.stderr)
 
 
+def load_pipeline(args):
+    """Seeded random weights of a config, or a checkpoint with its config read from it unless given."""
+    if args.checkpoint:
+        return ImageToVideoPipeline.from_pretrained(args.checkpoint, args.config)
+    cfg = load_config(args.config or "svd_tiny")
+    return ImageToVideoPipeline(build_model(cfg, seed=args.seed), SamplingOptions.from_config(cfg.sampling))
+
+
 def main(argv=None):
     args = parse_args(argv)
     set_mode(args.mode, args.jit_level)
     set_memory_budget(args.memory_budget_mb)
-    cfg = load_config(args.config)
-    options = SamplingOptions.from_config(cfg.sampling, **{k: getattr(args, k) for k in SamplingOptions.__dataclass_fields__
-                                                           if k in vars(args)})
-    warn_unusual(options)
     output_kind(args.output)
-    image = load_image(args.image, options.height, options.width)
-    ms.set_seed(options.seed)
-    model = build_model(cfg, seed=options.seed) if args.random_weights else build_model(cfg, lazy=True)
-    if args.checkpoint:
-        load_weights(model, args.checkpoint, cfg.model)
+    image = read_image(args.image)
+    ms.set_seed(args.seed)
+    pipe = load_pipeline(args)
+    options = pipe.sampling_options(**{k: getattr(args, k) for k in SamplingOptions.__dataclass_fields__
+                                       if k in vars(args)})
+    warn_unusual(options)
     if args.fp16:
-        model.unet.to_float(ms.float16)
-    frames = ImageToVideoPipeline(model)(image, options, progress=not args.no_progress)
+        pipe.model.unet.to_float(ms.float16)
+    frames = pipe(image, options, resize_mode=args.resize, progress=not args.no_progress)
     out = write_video(frames, args.output, options.fps)
     print(f"wrote {len(frames)} frames ({options.height}x{options.width}) to {out}")
 

@@ -55,16 +55,19 @@ def guidance_scale(kind, num_frames, min_scale, max_scale, **kwargs):
     return GUIDERS[kind](num_frames, min_scale, max_scale, **kwargs)
 
 
-def euler_edm_sample(denoise, noise, sigmas, progress=True):
+def euler_edm_sample(denoise, noise, sigmas, progress=True, callback=None):
     """Euler sampler without churn: ``x <- x + (sigma_next - sigma) * (x - D(x, sigma)) / sigma``.
 
     ``denoise(x, sigma)`` returns the (guided) x0 estimate; the last step lands on D.
+    ``callback(step, sigma, x)`` runs after each step and returns the ``x`` to continue from.
     """
     x = noise * math.sqrt(1.0 + float(sigmas[0]) ** 2)
     for i in tqdm(range(len(sigmas) - 1), desc="sampling", disable=not progress):
         sigma = float(sigmas[i])
         denoised = denoise(x, sigma)
         x = x + (float(sigmas[i + 1]) - sigma) * ((x - denoised) / sigma)
+        if callback is not None:
+            x = callback(i, sigma, x)
     return x
 
 

@@ -1,25 +1,96 @@
-"""Reading the conditioning image and writing videos (mp4 via libx264, gif, or PNG frames)."""
+"""Reading conditioning images (files, PIL images, arrays) and writing videos (mp4 via libx264, gif, PNG frames)."""
+import os
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-def load_image(path, height, width):
-    """RGB uint8 ``(height, width, 3)``: resized to cover the target, then centre-cropped."""
+from svd.resize import fit_image
+
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def read_image(path):
+    """The pixels of an image file as ``H x W x 3``: uint8, or uint16 for 16-bit greyscale."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image '{path}' does not exist")
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
+            return pil_to_array(img)
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"image '{path}' cannot be read as an image: {err}") from None
-    scale = max(height / img.height, width / img.width)
-    size = (max(width, round(img.width * scale)), max(height, round(img.height * scale)))
-    img = img.resize(size, Image.Resampling.LANCZOS)
-    left, top = (size[0] - width) // 2, (size[1] - height) // 2
-    return np.asarray(img.crop((left, top, left + width, top + height)))
+    except ValueError as err:
+        raise ValueError(f"image '{path}': {err}") from None
+
+
+def pil_to_array(img):
+    """``H x W x 3`` array of a PIL image; 16-bit greyscale stays uint16 (PIL's RGB conversion would clip it)."""
+    if img.mode in SIXTEEN_BIT_MODES:
+        grey = np.asarray(img).astype(np.uint16)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if img.mode in ("I", "F"):
+        raise ValueError(f"PIL image mode '{img.mode}' has no fixed value range: convert it to 'RGB' or pass "
+                         "a uint16 or [0, 1] float array")
+    return np.asarray(img.convert("RGB"))
+
+
+def unit_rgb(array, label="image"):
+    """``H x W x 3`` uint8 / uint16 / float-in-[0, 1] array -> float32 in [0, 1].
+
+    Anything else (other integer types, floats outside [0, 1], other channel counts) is an error,
+    because guessing its range would silently give a wrong video.
+    """
+    array = np.asarray(array)
+    if array.ndim != 3 or array.shape[2] != 3:
+        hint = " (channels first? pass H x W x 3)" if array.ndim == 3 and array.shape[0] == 3 else ""
+        raise ValueError(f"{label}: expected an H x W x 3 RGB array, got shape {array.shape}{hint}")
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{label}: dtype {array.dtype} has no known value range; pass uint8 (0-255), "
+                         "uint16 (0-65535) or float in [0, 1]")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{label}: has NaN or infinite values")
+    low, high = float(array.min()), float(array.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"{label}: float values must be in [0, 1], got {low:g}..{high:g} (0-255 data: divide by "
+                         "255 or pass uint8; [-1, 1] data: pass (x + 1) / 2)")
+    return array.astype(np.float32)
+
+
+def rgb_images(image):
+    """The image input of the pipeline as a list of float32 ``H x W x 3`` arrays in [0, 1].
+
+    ``image``: a PIL image, a path or an ``H x W x 3`` array; a list of those, or an ``N x H x W x 3`` array.
+    """
+    if isinstance(image, (list, tuple)):
+        if not image:
+            raise ValueError("image list is empty")
+        return [unit_rgb(_one_image(item, f"image {i}"), f"image {i}") for i, item in enumerate(image)]
+    if isinstance(image, np.ndarray) and image.ndim == 4:
+        return [unit_rgb(item, f"image {i}") for i, item in enumerate(image)]
+    return [unit_rgb(_one_image(image, "image"))]
+
+
+def _one_image(item, label):
+    """Raw pixels of one image input, before its value range is checked."""
+    if isinstance(item, Image.Image):
+        return pil_to_array(item)
+    if isinstance(item, (str, os.PathLike)):
+        return read_image(item)
+    if isinstance(item, np.ndarray):
+        return item
+    raise ValueError(f"{label}: expected a PIL image, a path or an H x W x 3 array, got {type(item).__name__}")
+
+
+def load_image(path, height, width, mode="cover"):
+    """RGB uint8 ``(height, width, 3)`` of an image file, fitted by ``svd.resize.fit_image`` (cover or stretch)."""
+    return to_uint8(fit_image(unit_rgb(read_image(path)), height, width, mode))
 
 
 def to_uint8(frames):
