@@ -265,11 +265,11 @@ class CkptReader:
 
     def _scan_value(self, f, end):
         name, dims, dtype, chunks = None, [], None, []
-        for field, value in _fields(f, end):
-            if field == 1:
+        for number, value in _fields(f, end):
+            if number == 1:
                 name = self._read(f, value).decode()
-            elif field != 2:
-                raise ValueError(f"unsupported entry (field {field}) after '{name}'")
+            elif number != 2:
+                raise ValueError(f"unsupported entry (field {number}) after '{name}'")
             else:
                 f.seek(value[0])
                 for tensor_field, item in _fields(f, value[0] + value[1]):

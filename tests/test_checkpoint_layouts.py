@@ -57,7 +57,8 @@ def test_mindone_names_are_the_published_list():
         name, shape, _ = line.split("\t")
         published[name] = tuple(int(d) for d in shape.strip("[]").split(",") if d)
     assert len(published) == 2446
-    ours = {mindone_name(stability_name(k)): v for k, v in model_shapes(build_model(load_config("svd"), lazy=True)).items()}
+    shapes = model_shapes(build_model(load_config("svd"), lazy=True))
+    ours = {mindone_name(stability_name(k)): v for k, v in shapes.items()}
     assert {k: published.get(k) for k in ours} == ours
     rest = set(published) - set(ours)
     assert len(rest) == 252 and all(STABILITY_IGNORED.match(k) for k in rest)
@@ -235,8 +236,8 @@ def test_unknown_layout_is_one_line_naming_the_file(tiny_cfg, tmp_path):
     assert "'model.diffusion_model.*'" in message and "'encoder.layer.0.weight'" in message
     shutil.rmtree(tmp_path / "empty", ignore_errors=True)
     (tmp_path / "empty" / "unet").mkdir(parents=True)
-    with pytest.raises(CheckpointError, match=r"empty: not a diffusers SVD folder: expected unet/diffusion_pytorch_model"
-                                              r"\.safetensors .*found nothing"):
+    with pytest.raises(CheckpointError, match=r"empty: not a diffusers SVD folder: expected "
+                                              r"unet/diffusion_pytorch_model\.safetensors .*found nothing"):
         read_tensors(tmp_path / "empty")
 
 
@@ -280,7 +281,8 @@ def test_ckpt_reader_equals_mindspore_loader(tmp_path, monkeypatch):
 
     from svd.checkpoint import CkptReader
     rng = np.random.default_rng(0)
-    state = {"a.f32": rng.standard_normal((40, 30)).astype(np.float32), "b.f16": rng.standard_normal(5).astype(np.float16),
+    state = {"a.f32": rng.standard_normal((40, 30)).astype(np.float32),
+             "b.f16": rng.standard_normal(5).astype(np.float16),
              "c.i64": np.arange(6, dtype=np.int64).reshape(2, 3), "d.i32": np.arange(3, dtype=np.int32),
              "e.scalar": np.array(2.5, np.float32), "f.flag": np.array([True, False])}
     params = [{"name": k, "data": Tensor(v)} for k, v in state.items()]
