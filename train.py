@@ -1,14 +1,15 @@
-"""Fine-tune SVD's temporal layers on your videos (MindSpore graph mode by default).
+"""Train SVD on your videos (MindSpore graph mode by default): fine-tune its temporal layers, or train
+the autoencoder (`train.trainable: vae`) and the UNet (`unet`, `unet+image_encoder`) from scratch.
 
     python train.py --config configs/train_tiny.yaml --random-weights data.csv=clips/metadata.csv
     python train.py --config configs/svd_train.yaml --checkpoint svd.safetensors data.csv=clips/metadata.csv
+    python train.py --config configs/toy_unet.yaml      # starting weights from the YAML's `init` section
     python train.py ... --resume auto                   # continue from the latest checkpoint of checkpoint.dir
     msrun --worker_num=2 --local_worker_num=2 train.py --distributed ...   # data parallel
 
 Trailing KEY=VALUE arguments override the YAML (OmegaConf dotted keys).
 """
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -26,7 +27,9 @@ from svd.data import VideoClips
 from svd.memory import set_memory_budget
 from svd.runtime import set_mode
 from svd.train_state import CheckpointManager
-from svd.training import DiffusionLoss, TrainStep, cosine_schedule, select_trainable, step_inputs
+from svd.training import (AutoencoderLoss, DiffusionLoss, TrainStep, cosine_schedule, latent_scale,
+                          select_trainable, step_inputs)
+from svd.training_log import TrainingLog
 
 PRECISIONS = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
 
@@ -34,7 +37,7 @@ PRECISIONS = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/train_tiny.yaml")
-    weights = p.add_mutually_exclusive_group(required=True)
+    weights = p.add_mutually_exclusive_group()
     weights.add_argument("--checkpoint", help="pretrained weights (any layout image_to_video.py accepts)")
     weights.add_argument("--random-weights", action="store_true", help="seeded random backbone (tests, smoke runs)")
     p.add_argument("--resume", help="a step_*.ckpt file, or 'auto' for the latest in checkpoint.dir")
@@ -69,14 +72,42 @@ def set_up_runtime(cfg, distributed):
     return get_rank(), get_group_size()
 
 
-def build_training(cfg, args, world_size):
+def starting_model(cfg, args, model_cfg):
+    """The model with its starting weights, and a name for them that a resume must match.
+
+    ``--checkpoint`` loads everything, ``--random-weights`` seeds everything, and a YAML ``init``
+    section seeds everything and then loads the listed parts (e.g. the trained VAE) from a file.
+    """
+    if args.checkpoint:
+        model = build_model(model_cfg, lazy=True)
+        load_weights(model, args.checkpoint, model_cfg.model)
+        return model, args.checkpoint
+    if args.random_weights:
+        return build_model(model_cfg, seed=cfg.train.seed), f"random:{cfg.train.seed}"
+    init = cfg.get("init")
+    if init is None:
+        raise ValueError(f"give --checkpoint or --random-weights, or an 'init' section in {args.config}")
+    model = build_model(model_cfg, seed=init.random_seed)
+    base = f"random:{init.random_seed}"
+    if init.get("load"):
+        parts = tuple(f"{part}." for part in init.load.parts)
+        if not Path(init.load.path).is_file():
+            raise FileNotFoundError(f"init.load.path '{init.load.path}' does not exist (train that stage first)")
+        load_weights(model, init.load.path, model_cfg.model, prefixes=parts)
+        base += f"+{init.load.path}[{','.join(init.load.parts)}]"
+    return model, base
+
+
+def build_training(cfg, args, world_size, clips):
     """Model with weights, trainable selection, optimizer and the train step."""
     model_cfg = load_config(cfg.model_config)
     ms.set_seed(cfg.train.seed)
-    model = build_model(model_cfg, seed=cfg.train.seed) if args.random_weights else build_model(model_cfg, lazy=True)
-    if args.checkpoint:
-        load_weights(model, args.checkpoint, model_cfg.model)
-    trainable = select_trainable(model, cfg.train.temporal_only)
+    model, base = starting_model(cfg, args, model_cfg)
+    trainable_choice = cfg.train.trainable
+    trainable = select_trainable(model, trainable_choice)
+    if trainable_choice != "vae" and cfg.train.get("latent_scale") == "auto":
+        model.scale_factor = latent_scale(model, clips)
+        print(f"latent scale factor: {model.scale_factor:.6f} (1 / std of the posterior means)")
     precision = cfg.train.precision
     if precision not in PRECISIONS:
         raise ValueError(f"train.precision must be one of {sorted(PRECISIONS)}, got '{precision}'")
@@ -91,12 +122,15 @@ def build_training(cfg, args, world_size):
     optimizer = nn.AdamWeightDecay(trainable, learning_rate=rates, beta1=opt.betas[0], beta2=opt.betas[1],
                                    eps=opt.eps, weight_decay=opt.weight_decay)
     t = cfg.train
-    step = TrainStep(DiffusionLoss(model, cfg.data.height, cfg.data.width), optimizer, t.accumulation_steps,
-                     t.clip_norm, t.loss_scale, t.dynamic_loss_scale, t.scale_factor, t.scale_window, t.ema_decay,
-                     distributed=world_size > 1)
+    if trainable_choice == "vae":
+        loss = AutoencoderLoss(model, t.get("kl_weight", 1e-6))
+    else:
+        loss = DiffusionLoss(model, cfg.data.height, cfg.data.width, trainable_choice == "unet+image_encoder")
+    step = TrainStep(loss, optimizer, t.accumulation_steps, t.clip_norm, t.loss_scale, t.dynamic_loss_scale,
+                     t.scale_factor, t.scale_window, t.ema_decay, distributed=world_size > 1)
     step.set_train()
     frozen = {p.name for p in model.get_parameters() if not p.requires_grad}
-    return model, step, frozen, rates
+    return model, step, frozen, base
 
 
 def export_weights(model, train_step, path, use_ema):
@@ -112,13 +146,13 @@ def run_steps(cfg, train_step, clips, model, start, rank, world, log):
     """The step loop; dataset sink mode where the backend has it."""
     d, t = cfg.data, cfg.train
     make = lambda s: step_inputs(clips, s, d.batch_size, t.seed, rank, world, cfg.noise, model.latent_channels,
-                                 model.downscale)
+                                 model.downscale, t.get("cond_dropout", 0.0))
     if cfg.runtime.sink and ms.get_context("device_target") == "CPU":
         print("note: dataset sink mode is not available on MindSpore's CPU backend; stepping from the host",
               file=sys.stderr)
     if cfg.runtime.sink and ms.get_context("device_target") != "CPU":
         source = [make(s) for s in range(start, t.steps)]
-        dataset = ms.dataset.GeneratorDataset(lambda: iter(source), column_names=[f"in{i}" for i in range(8)],
+        dataset = ms.dataset.GeneratorDataset(lambda: iter(source), column_names=[f"in{i}" for i in range(len(source[0]))],
                                               shuffle=False)
         sunk = ms.data_sink(train_step, dataset, sink_size=cfg.runtime.sink_size)
         for done in range(start + cfg.runtime.sink_size, t.steps + 1, cfg.runtime.sink_size):
@@ -132,37 +166,38 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_train_config(args.config, args.overrides)
     rank, world = set_up_runtime(cfg, args.distributed)
-    model, train_step, frozen, rates = build_training(cfg, args, world)
-    base = args.checkpoint or f"random:{cfg.train.seed}"
+    manager = CheckpointManager(cfg.checkpoint.dir, cfg.checkpoint.keep)
+    if not args.resume and manager.saved():
+        raise FileExistsError(f"checkpoint.dir '{cfg.checkpoint.dir}' holds another run's checkpoints: "
+                              "continue it with --resume auto, or choose another checkpoint.dir")
+    d = cfg.data
+    clips = VideoClips(d.csv, d.num_frames, d.frame_stride, d.height, d.width, root=d.root)
+    model, train_step, frozen, base = build_training(cfg, args, world, clips)
     if args.random_weights:
         frozen = set()
-    manager = CheckpointManager(cfg.checkpoint.dir, cfg.checkpoint.keep)
     start = 0
     if args.resume:
         resume = manager.latest() if args.resume == "auto" else args.resume
         if resume is not None:
             start = manager.load(resume, train_step, frozen, base)
             print(f"resumed from {resume} at step {start}")
-    d = cfg.data
-    clips = VideoClips(d.csv, d.num_frames, d.frame_stride, d.height, d.width, root=d.root)
     out_dir = Path(cfg.checkpoint.dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(out_dir / f"log_rank{rank}.csv", "a", newline="")
-    writer = csv.writer(log_file)
+    log = TrainingLog(out_dir / f"log_rank{rank}.csv", start)
 
-    def log(step, loss, overflow, scale):
+    def record(step, loss, overflow, scale):
         # The weight norm is identical on every rank exactly when gradients are all-reduced.
         norm = float(np.sqrt(sum(float((p.asnumpy().astype(np.float64) ** 2).sum()) for p in train_step.weights)))
-        writer.writerow([step, f"{float(loss.asnumpy()):.6f}", int(overflow.asnumpy()), float(scale.asnumpy()),
-                         f"{norm:.10e}"])
-        log_file.flush()
+        log.write(step, float(loss.asnumpy()), int(overflow.asnumpy()), float(scale.asnumpy()), norm)
         if rank == 0 and (step % cfg.checkpoint.every == 0 or step == cfg.train.steps):
             manager.save(train_step, step, frozen, base)
+            log.plot(out_dir / "loss.png", f"{Path(args.config).stem}: {cfg.train.trainable}")
 
-    run_steps(cfg, train_step, clips, model, start, rank, world, log)
-    log_file.close()
+    run_steps(cfg, train_step, clips, model, start, rank, world, record)
+    log.close()
     if rank == 0:
         export_weights(model, train_step, out_dir / "final.safetensors", cfg.train.ema_decay > 0)
+        (out_dir / "model_overrides.yaml").write_text(f"model:\n  scale_factor: {model.scale_factor:.6f}\n")
         print(f"done: {cfg.train.steps} steps, {clips.skipped} unreadable videos skipped, "
               f"weights in {out_dir / 'final.safetensors'}")
 

@@ -1,4 +1,4 @@
-"""Temporal fine-tuning: the EDM loss, a graph-mode train step, the LR schedule and batches.
+"""Training: the EDM loss, the autoencoder loss, a graph-mode train step, the LR schedule and batches.
 
 Every random number of a step (clip choice and start, sigma, noises, noise augmentation) is a
 pure function of ``(seed, step, rank)``, drawn on the host; together with the saved optimizer,
@@ -17,17 +17,25 @@ from svd.diffusion import append_dims
 from svd.model import micro_conditioning
 
 TEMPORAL_PARAMETER = re.compile(r"(^|\.)(time_stack|time_mixer|time_pos_embed)\.")
+# What each `train.trainable` choice trains; everything else is frozen. "vae" selects the autoencoder loss.
+TRAINABLE = {
+    "temporal": lambda name: name.startswith("unet.") and bool(TEMPORAL_PARAMETER.search(name)),
+    "unet": lambda name: name.startswith("unet."),
+    "unet+image_encoder": lambda name: name.startswith(("unet.", "image_encoder.")),
+    "vae": lambda name: name.startswith("vae."),
+}
 
 
-def select_trainable(model, temporal_only=True):
-    """Freeze all but the UNet's temporal layers (or all but the UNet); returns the trainable list."""
-    trainable = []
+def select_trainable(model, trainable="temporal"):
+    """Freeze all but the parameters ``trainable`` names (a key of TRAINABLE); returns the trainable list."""
+    if trainable not in TRAINABLE:
+        raise ValueError(f"train.trainable must be one of {sorted(TRAINABLE)}, got '{trainable}'")
+    chosen = []
     for param in model.get_parameters():
-        train = param.name.startswith("unet.") and (not temporal_only or bool(TEMPORAL_PARAMETER.search(param.name)))
-        param.requires_grad = train
-        if train:
-            trainable.append(param)
-    return trainable
+        param.requires_grad = TRAINABLE[trainable](param.name)
+        if param.requires_grad:
+            chosen.append(param)
+    return chosen
 
 
 def cosine_schedule(base_lr, end_lr, warmup_steps, total_steps):
@@ -45,24 +53,33 @@ def cosine_schedule(base_lr, end_lr, warmup_steps, total_steps):
 class DiffusionLoss(nn.Cell):
     """EDM v-weighted denoising loss of SVD with one noise level per clip.
 
-    The VAE and CLIP run frozen inside the step (latent targets from a posterior sample x 0.18215,
-    conditioning latent from the posterior mode of the noise-augmented first frame).
+    The VAE runs frozen inside the step (latent targets from a posterior sample x scale_factor,
+    conditioning latent from the posterior mode of the noise-augmented first frame). The CLIP tower
+    is frozen too unless ``train_image_encoder`` (a toy model trains its small tower jointly).
+    ``keep_cond`` (one 0/1 per clip) drops the image conditioning, context and latent together, as
+    the sampler's unconditional branch does, so classifier-free guidance has something to contrast.
     """
 
-    def __init__(self, model, height, width):
+    def __init__(self, model, height, width, train_image_encoder=False):
         super().__init__(auto_prefix=False)
         self.model = model
         self.dim = model.micro_cond_dim
         self.scale_factor = model.scale_factor
         self.resize = resize_operators(height, width, model.image_encoder.image_size)
+        self.train_image_encoder = train_image_encoder
 
-    def construct(self, frames, fps_id, motion_bucket_id, cond_aug, cond_noise, sigma, noise, latent_noise):
+    def construct(self, frames, fps_id, motion_bucket_id, cond_aug, cond_noise, sigma, noise, latent_noise,
+                  keep_cond):
         b, t, c, h, w = frames.shape
         mean, logvar = self.model.vae.encode_moments(frames.reshape(b * t, c, h, w))
         x0 = ops.stop_gradient(self.scale_factor * (mean + ops.exp(0.5 * logvar) * latent_noise))
         first = frames[:, 0]
-        context = ops.stop_gradient(self.model.embed_image(first, self.resize))
+        context = self.model.embed_image(first, self.resize)
+        if not self.train_image_encoder:
+            context = ops.stop_gradient(context)
+        context = context * keep_cond.reshape(b, 1, 1)
         concat = ops.stop_gradient(self.model.condition_latent(first + cond_aug.reshape(b, 1, 1, 1) * cond_noise))
+        concat = concat * keep_cond.reshape(b, 1, 1, 1)
         vector = micro_conditioning(fps_id, motion_bucket_id, cond_aug, self.dim)
         x_noisy = x0 + append_dims(sigma, 4) * noise
         denoised = self.model.denoise(x_noisy, sigma, ops.repeat_interleave(concat, t, 0),
@@ -70,6 +87,32 @@ class DiffusionLoss(nn.Cell):
                                       ops.zeros((b, t), ms.float32))
         weight = (sigma ** 2 + 1.0) / sigma ** 2
         return (weight * ops.square(denoised - x0).mean(axis=(1, 2, 3))).mean()
+
+
+class AutoencoderLoss(nn.Cell):
+    """KL autoencoder objective: pixel MSE of the temporal decoder's reconstruction plus a KL term.
+
+    The decoder sees each clip as one frame sequence, so its temporal layers learn on real motion.
+    ``kl_weight`` has the meaning of Stable Diffusion's 1e-6: the KL summed over a frame's latent
+    relative to the squared error summed over its pixels. Takes the diffusion step's inputs and
+    uses only the frames and the posterior noise.
+    """
+
+    def __init__(self, model, kl_weight=1e-6):
+        super().__init__(auto_prefix=False)
+        self.vae = model.vae
+        self.kl_weight = kl_weight
+
+    def construct(self, frames, fps_id, motion_bucket_id, cond_aug, cond_noise, sigma, noise, latent_noise,
+                  keep_cond):
+        b, t, c, h, w = frames.shape
+        pixels = frames.reshape(b * t, c, h, w)
+        mean, logvar = self.vae.encode_moments(pixels)
+        z = mean + ops.exp(0.5 * logvar) * latent_noise
+        reconstruction = self.vae.decode(z, t)
+        mse = ops.square(reconstruction - pixels).mean()
+        kl = 0.5 * (ops.square(mean) + ops.exp(logvar) - 1.0 - logvar).sum(axis=(1, 2, 3)).mean()
+        return mse + self.kl_weight * kl / (c * h * w)
 
 
 class TrainStep(nn.Cell):
@@ -147,7 +190,8 @@ class TrainStep(nn.Cell):
         return loss, overflow, self.loss_scale
 
 
-def step_inputs(clips, step, batch_size, seed, rank, world_size, noise_cfg, latent_channels, downscale):
+def step_inputs(clips, step, batch_size, seed, rank, world_size, noise_cfg, latent_channels, downscale,
+                cond_dropout=0.0):
     """All inputs of one training step as numpy arrays, in DiffusionLoss argument order."""
     samples = []
     for i in range(batch_size):
@@ -164,4 +208,16 @@ def step_inputs(clips, step, batch_size, seed, rank, world_size, noise_cfg, late
     return (frames, np.array([s["fps_id"] for s in samples], np.float32),
             np.array([s["motion_bucket_id"] for s in samples], np.float32), cond_aug.astype(np.float32),
             rng.standard_normal((b, 3, h, w)).astype(np.float32), np.repeat(sigma, t).astype(np.float32),
-            rng.standard_normal(latent_shape).astype(np.float32), rng.standard_normal(latent_shape).astype(np.float32))
+            rng.standard_normal(latent_shape).astype(np.float32), rng.standard_normal(latent_shape).astype(np.float32),
+            (rng.random(b) >= cond_dropout).astype(np.float32))
+
+
+def latent_scale(model, clips, count=32, seed=0):
+    """``1 / std`` of the VAE's posterior means over the first ``count`` clips: the latent scale factor
+    that gives diffusion unit-variance targets (0.18215 for Stable Diffusion's VAE; a new VAE needs its own)."""
+    values = []
+    for index in range(min(count, len(clips))):
+        frames = clips.clip(index, np.random.default_rng([seed, index]))["frames"]
+        mean, _ = model.vae.encode_moments(Tensor(frames))
+        values.append(mean.asnumpy().astype(np.float64).ravel())
+    return float(1.0 / np.concatenate(values).std())

