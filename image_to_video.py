@@ -6,6 +6,8 @@ Real weights (the config is read from the checkpoint; --config picks one):
     python image_to_video.py --checkpoint svd_xt.safetensors --image cat.png --output cat.mp4
 The image may have any size: --resize cover (default) scales it to cover the video and crops the
 centre, --resize stretch scales each axis (nothing cut, shapes distorted).
+LoRAs (train.py with train.trainable=lora), each at a scale, unmerged or merged into the weights:
+    python image_to_video.py --checkpoint svd.safetensors --lora pan.safetensors:0.8 --lora zoom.safetensors
 """
 import argparse
 import sys
@@ -15,6 +17,7 @@ import mindspore as ms
 
 from svd.cli import run_cli
 from svd.config import build_model, load_config
+from svd.lora import parse_lora_spec
 from svd.memory import set_memory_budget
 from svd.media import output_kind, read_image, write_video
 from svd.pipeline import ImageToVideoPipeline, SamplingOptions
@@ -39,6 +42,10 @@ def parse_args(argv=None):
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help="default: from the config")
     p.add_argument("--guider", choices=["linear", "triangle"])
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
+                   help="a LoRA file, at SCALE (default 1); repeat for several")
+    p.add_argument("--merge-lora", action="store_true", help="merge the LoRAs into the weights instead of "
+                                                             "running them as separate adapters")
     p.add_argument("--mode", choices=["pynative", "graph"], default="pynative")
     p.add_argument("--jit-level", choices=["O0", "O1", "O2"], default="O0", help="graph-mode compile level")
     p.add_argument("--fp16", action="store_true", help="run the UNet in float16 (norms/softmax stay fp32)")
@@ -70,7 +77,12 @@ def main(argv=None):
     output_kind(args.output)
     image = read_image(args.image)
     ms.set_seed(args.seed)
+    loras = [parse_lora_spec(spec) for spec in args.lora]
+    if args.merge_lora and not loras:
+        raise ValueError("--merge-lora needs at least one --lora FILE[:SCALE]")
     pipe = load_pipeline(args)
+    for path, scale in loras:
+        pipe.load_lora(path, scale, merge=args.merge_lora)
     options = pipe.sampling_options(**{k: getattr(args, k) for k in SamplingOptions.__dataclass_fields__
                                        if k in vars(args)})
     warn_unusual(options)

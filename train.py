@@ -4,6 +4,8 @@ the autoencoder (`train.trainable: vae`) and the UNet (`unet`, `unet+image_encod
     python train.py --config configs/train_tiny.yaml --random-weights data.csv=clips/metadata.csv
     python train.py --config configs/svd_train.yaml --checkpoint svd.safetensors data.csv=clips/metadata.csv
     python train.py --config configs/toy_unet.yaml      # starting weights from the YAML's `init` section
+    python train.py --config configs/svd_train.yaml --checkpoint svd.safetensors train.trainable=lora ...
+                                                        # LoRA (YAML `lora` section): saves only lora.safetensors
     python train.py ... --resume auto                   # continue from the latest checkpoint of checkpoint.dir
     msrun --worker_num=2 --local_worker_num=2 train.py --distributed ...   # data parallel
 
@@ -24,6 +26,7 @@ from svd.checkpoint import load_weights, save_tensors
 from svd.cli import run_cli
 from svd.config import build_model, load_config
 from svd.data import VideoClips
+from svd.lora import add_lora, is_lora_parameter, lora_tensors, save_lora
 from svd.memory import set_memory_budget
 from svd.runtime import set_mode
 from svd.train_state import CheckpointManager
@@ -104,6 +107,11 @@ def build_training(cfg, args, world_size, clips):
     ms.set_seed(cfg.train.seed)
     model, base = starting_model(cfg, args, model_cfg)
     trainable_choice = cfg.train.trainable
+    if trainable_choice == "lora":
+        lora = cfg.get("lora")
+        if lora is None:
+            raise ValueError(f"train.trainable: lora needs a 'lora' section (rank, alpha, targets) in {args.config}")
+        add_lora(model, lora.get("rank"), lora.get("alpha"), lora.get("targets"), seed=cfg.train.seed)
     trainable = select_trainable(model, trainable_choice)
     if trainable_choice != "vae" and cfg.train.get("latent_scale") == "auto":
         model.scale_factor = latent_scale(model, clips)
@@ -133,13 +141,22 @@ def build_training(cfg, args, world_size, clips):
     return model, step, frozen, base
 
 
-def export_weights(model, train_step, path, use_ema):
-    """All model weights with our names (EMA weights substituted when EMA is on)."""
-    state = {p.name: p.asnumpy() for p in model.get_parameters()}
-    if use_ema:
+def export_weights(model, train_step, out_dir, cfg):
+    """All model weights with our names in final.safetensors, or for `trainable: lora` only the adapters in
+    lora.safetensors (the base weights are the starting checkpoint's); EMA weights substituted when EMA is on.
+    Returns the path."""
+    lora = cfg.train.trainable == "lora"
+    state = {p.name: p.asnumpy() for p in model.get_parameters() if not lora or is_lora_parameter(p.name)}
+    if cfg.train.ema_decay > 0:
         for ema in train_step.ema:
             state[ema.name[len("ema."):]] = ema.asnumpy()
-    save_tensors(state, path)
+    if lora:
+        path = out_dir / "lora.safetensors"
+        save_lora(lora_tensors(state), path, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
+    else:
+        path = out_dir / "final.safetensors"
+        save_tensors(state, path)
+    return path
 
 
 def run_steps(cfg, train_step, clips, model, start, rank, world, log):
@@ -196,10 +213,9 @@ def main(argv=None):
     run_steps(cfg, train_step, clips, model, start, rank, world, record)
     log.close()
     if rank == 0:
-        export_weights(model, train_step, out_dir / "final.safetensors", cfg.train.ema_decay > 0)
+        weights = export_weights(model, train_step, out_dir, cfg)
         (out_dir / "model_overrides.yaml").write_text(f"model:\n  scale_factor: {model.scale_factor:.6f}\n")
-        print(f"done: {cfg.train.steps} steps, {clips.skipped} unreadable videos skipped, "
-              f"weights in {out_dir / 'final.safetensors'}")
+        print(f"done: {cfg.train.steps} steps, {clips.skipped} unreadable videos skipped, weights in {weights}")
 
 
 if __name__ == "__main__":

@@ -87,11 +87,15 @@ def scaled_dot_product_attention(q, k, v, heads, use_flash=False, budget=None):
 
 
 class Attention(nn.Cell):
-    """Self- or cross-attention: q/k/v without bias, output projection with bias."""
+    """Self- or cross-attention: q/k/v without bias, output projection with bias.
+
+    ``cross`` marks a cross-attention: in SVD its context is one token, so to_q/to_k are never used (svd.lora).
+    """
 
     def __init__(self, query_dim, heads, dim_head, context_dim=None):
         super().__init__()
         inner = heads * dim_head
+        self.cross = context_dim is not None
         context_dim = query_dim if context_dim is None else context_dim
         self.heads = heads
         self.use_flash = flash_attention_available()

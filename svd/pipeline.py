@@ -15,6 +15,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from svd.diffusion import edm_sigmas, euler_edm_sample, guidance_scale
+from svd.lora import load_lora
 from svd.media import rgb_images, to_uint8
 from svd.pretrained import load_pretrained
 from svd.resize import RESIZE_MODES, fit_image
@@ -143,6 +144,11 @@ class ImageToVideoPipeline:
         """
         name, cfg, model = load_pretrained(path, config)
         return cls(model, SamplingOptions.from_config(cfg.sampling), name)
+
+    def load_lora(self, path, scale=1.0, merge=False):
+        """Apply a LoRA file at ``scale``, unmerged or merged into the weights (svd.lora.load_lora); call it once
+        per LoRA. In graph mode an unmerged LoRA must come before the first video."""
+        return load_lora(self.model, path, scale, merge)
 
     def sampling_options(self, options=None, **overrides):
         """``options`` (default: the pipeline's defaults) with keyword overrides in our or diffusers' names."""

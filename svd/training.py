@@ -14,6 +14,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from svd.clip import resize_operators
 from svd.data import epoch_order
 from svd.diffusion import append_dims
+from svd.lora import is_lora_parameter
 from svd.model import micro_conditioning
 
 TEMPORAL_PARAMETER = re.compile(r"(^|\.)(time_stack|time_mixer|time_pos_embed)\.")
@@ -23,6 +24,7 @@ TRAINABLE = {
     "unet": lambda name: name.startswith("unet."),
     "unet+image_encoder": lambda name: name.startswith(("unet.", "image_encoder.")),
     "vae": lambda name: name.startswith("vae."),
+    "lora": is_lora_parameter,  # the adapters train.py adds from the `lora` section (svd.lora)
 }
 
 
@@ -35,6 +37,8 @@ def select_trainable(model, trainable="temporal"):
         param.requires_grad = TRAINABLE[trainable](param.name)
         if param.requires_grad:
             chosen.append(param)
+    if not chosen:
+        raise ValueError(f"train.trainable '{trainable}' selects no parameter of this model")
     return chosen
 
 
