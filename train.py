@@ -188,7 +188,7 @@ def main(argv=None):
         raise FileExistsError(f"checkpoint.dir '{cfg.checkpoint.dir}' holds another run's checkpoints: "
                               "continue it with --resume auto, or choose another checkpoint.dir")
     d = cfg.data
-    clips = VideoClips(d.csv, d.num_frames, d.frame_stride, d.height, d.width, root=d.root)
+    clips = VideoClips(d.csv, d.num_frames, d.frame_stride, d.height, d.width, root=d.root, crop=d.get("crop"))
     model, train_step, frozen, base = build_training(cfg, args, world, clips)
     if args.random_weights:
         frozen = set()

@@ -1,7 +1,8 @@
 """Video clips listed in a CSV (``path,length,motion_bucket_id``) for temporal fine-tuning.
 
 A clip is ``num_frames`` frames taken every ``frame_stride`` frames from a random start,
-resized to cover ``height x width`` and centre-cropped. Missing or undecodable videos are
+resized to cover ``height x width`` and centre-cropped; with ``crop`` a random patch of that
+(the same for every frame: an autoencoder learns as well from patches, at a fraction of the cost). Missing or undecodable videos are
 skipped (and counted), never fatal, as long as one video in the list can be read.
 """
 import logging
@@ -69,7 +70,7 @@ def read_frames(path, start, count, stride):
 class VideoClips:
     """Random-access clips; ``clip(index, rng)`` returns a dict of float32 arrays."""
 
-    def __init__(self, csv_path, num_frames, frame_stride, height, width, root=None, default_fps=25.0):
+    def __init__(self, csv_path, num_frames, frame_stride, height, width, root=None, default_fps=25.0, crop=None):
         table = read_metadata(csv_path)
         root = Path(root) if root else Path(csv_path).resolve().parent
         span = (num_frames - 1) * frame_stride + 1
@@ -84,6 +85,9 @@ class VideoClips:
         self.motion = table["motion_bucket_id"].astype(np.float32).tolist()
         self.num_frames, self.stride, self.span = num_frames, frame_stride, span
         self.height, self.width, self.default_fps = height, width, default_fps
+        self.crop = tuple(crop) if crop else None
+        if self.crop and not (0 < self.crop[0] <= height and 0 < self.crop[1] <= width):
+            raise ValueError(f"data.crop {list(self.crop)} must fit inside data.height x data.width {height}x{width}")
         self.unreadable = set()
 
     def __len__(self):
@@ -100,6 +104,10 @@ class VideoClips:
         if frames is None:
             return None
         video = np.stack([resize_cover_crop(f, self.height, self.width) for f in frames])
+        if self.crop:
+            top = int(rng.integers(0, self.height - self.crop[0] + 1))
+            left = int(rng.integers(0, self.width - self.crop[1] + 1))
+            video = video[:, top:top + self.crop[0], left:left + self.crop[1]]
         video = video.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
         fps = fps if fps > 0 else self.default_fps
         return {"frames": video, "fps_id": np.float32(fps / self.stride - 1.0),
