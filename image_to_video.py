@@ -8,15 +8,22 @@ The image may have any size: --resize cover (default) scales it to cover the vid
 centre, --resize stretch scales each axis (nothing cut, shapes distorted).
 LoRAs (train.py with train.trainable=lora), each at a scale, unmerged or merged into the weights:
     python image_to_video.py --checkpoint svd.safetensors --lora pan.safetensors:0.8 --lora zoom.safetensors
+Long videos (svd/long_video.py), every model call within the trained length, so memory does not grow with N:
+    python image_to_video.py --checkpoint svd_toy.safetensors --interp-checkpoint interp.safetensors \
+        --long-video interpolate --num-frames 65         # 5 keyframes, then 5 -> 17 -> 65
+    ... --long-video interpolate --num-frames 17 --last-image end.png   # in-between: first and last frame given
+    ... --long-video continue --num-frames 40            # chunks, each continuing from the previous one's end
 """
 import argparse
 import sys
+from pathlib import Path
 
 import svd  # noqa: F401  (sets the oneDNN ISA before MindSpore is imported)
 import mindspore as ms
 
 from svd.cli import run_cli
 from svd.config import build_model, load_config
+from svd.long_video import MODES as LONG_VIDEO_MODES, PASS_FPS, LongVideoPipeline, load_interpolation_pipeline
 from svd.lora import parse_lora_spec
 from svd.memory import set_memory_budget
 from svd.media import output_kind, read_image, write_video
@@ -52,6 +59,21 @@ def parse_args(argv=None):
     p.add_argument("--memory-budget-mb", type=float,
                    help="most memory one attention/feed-forward chunk may take (default: auto, 1/16 of free memory)")
     p.add_argument("--no-progress", action="store_true")
+    long = p.add_argument_group("long videos (beyond the model's trained length)")
+    long.add_argument("--long-video", choices=LONG_VIDEO_MODES,
+                      help="interpolate: keyframes from the model, then interpolation passes, N = 1 + (k-1)*4^L; "
+                           "continue: chunks of the model's length, each from the previous one's last frames")
+    long.add_argument("--interp-checkpoint", help="the keyframe-interpolation model's weights (a base model's "
+                                                  "checkpoint gives an untrained one)")
+    long.add_argument("--interp-config", help="its config (default: inferred from the weights)")
+    long.add_argument("--last-image", help="interpolate: the last frame (the first is --image); N = 1 + 4^L")
+    long.add_argument("--keyframes", type=int, help="interpolate: how many keyframes the model makes (default: as "
+                                                    "many as fit its length)")
+    long.add_argument("--overlap", type=int, help="continue: latents each chunk takes over from the previous one "
+                                                  "(default 2)")
+    long.add_argument("--pass-fps", choices=PASS_FPS, default="scaled",
+                      help="interpolate: condition each pass on its own frame rate (scaled, default) or on --fps "
+                           "throughout (same: for models trained at one frame rate)")
     return p.parse_args(argv)
 
 
@@ -60,6 +82,51 @@ def warn_unusual(options):
         print(f"warning: fps {options.fps} is outside the trained range 5-30", file=sys.stderr)
     if options.motion_bucket_id > 255:
         print(f"warning: motion_bucket_id {options.motion_bucket_id} > 255 is far outside training", file=sys.stderr)
+
+
+def check_long_video_arguments(args):
+    """The long-video options fit together and their files exist (before any model work)."""
+    given = [flag for flag, value in (("--interp-checkpoint", args.interp_checkpoint),
+                                      ("--interp-config", args.interp_config), ("--last-image", args.last_image),
+                                      ("--keyframes", args.keyframes), ("--overlap", args.overlap))
+             if value is not None]
+    if not args.long_video:
+        if given:
+            raise ValueError(f"{given[0]} needs --long-video")
+        return
+    if args.num_frames is None:
+        raise ValueError(f"--long-video {args.long_video} needs --num-frames")
+    wrong = [g for g in given if g not in (("--overlap",) if args.long_video == "continue" else
+                                           ("--interp-checkpoint", "--interp-config", "--last-image", "--keyframes"))]
+    if wrong:
+        raise ValueError(f"{wrong[0]} is not an option of --long-video {args.long_video}")
+    if args.long_video == "interpolate" and args.checkpoint and not args.interp_checkpoint:
+        raise ValueError("--long-video interpolate needs --interp-checkpoint (the keyframe-interpolation model)")
+    for flag, path in (("--interp-checkpoint", args.interp_checkpoint), ("--last-image", args.last_image)):
+        if path is not None and not Path(path).exists():
+            raise FileNotFoundError(f"{flag} '{path}' does not exist")
+    if args.interp_config:
+        load_config(args.interp_config)
+
+
+def long_video(args, pipe, image, options):
+    """The frames of a --long-video run; the plan (N, keyframes) is checked before the second model loads."""
+    chunk_frames = pipe.defaults.num_frames
+    runner = LongVideoPipeline(pipe, chunk_frames=chunk_frames)
+    progress = not args.no_progress
+    if args.long_video == "continue":
+        overlap = 2 if args.overlap is None else args.overlap
+        return runner.continue_video(image, args.num_frames, options, overlap=overlap, resize_mode=args.resize,
+                                     progress=progress)
+    last = read_image(args.last_image) if args.last_image else None
+    runner.plan(args.num_frames, args.keyframes, last is not None)
+    base_cfg = load_config(args.config or pipe.config_name or "svd_tiny")
+    interp = load_interpolation_pipeline(base_cfg, args.interp_checkpoint, args.interp_config, seed=args.seed)
+    if args.fp16:
+        interp.model.unet.to_float(ms.float16)
+    runner = LongVideoPipeline(pipe, interp, chunk_frames=chunk_frames)
+    return runner.interpolate(image, args.num_frames, options, last_image=last, keyframes=args.keyframes,
+                              resize_mode=args.resize, pass_fps=args.pass_fps, progress=progress)
 
 
 def load_pipeline(args):
@@ -72,6 +139,7 @@ def load_pipeline(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_long_video_arguments(args)
     set_mode(args.mode, args.jit_level)
     set_memory_budget(args.memory_budget_mb)
     output_kind(args.output)
@@ -88,7 +156,10 @@ def main(argv=None):
     warn_unusual(options)
     if args.fp16:
         pipe.model.unet.to_float(ms.float16)
-    frames = pipe(image, options, resize_mode=args.resize, progress=not args.no_progress)
+    if args.long_video:
+        frames = long_video(args, pipe, image, options)
+    else:
+        frames = pipe(image, options, resize_mode=args.resize, progress=not args.no_progress)
     out = write_video(frames, args.output, options.fps)
     print(f"wrote {len(frames)} frames ({options.height}x{options.width}) to {out}")
 

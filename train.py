@@ -22,16 +22,17 @@ from mindspore import Tensor, nn
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from svd.checkpoint import load_weights, save_tensors
+from svd.checkpoint import save_tensors
 from svd.cli import run_cli
 from svd.config import build_model, load_config
 from svd.data import VideoClips
+from svd.interpolation import is_interpolation_model, keyframe_count, load_model_weights
 from svd.lora import add_lora, is_lora_parameter, lora_tensors, save_lora
 from svd.memory import set_memory_budget
 from svd.runtime import set_mode
 from svd.train_state import CheckpointManager
-from svd.training import (AutoencoderLoss, DiffusionLoss, TrainStep, cosine_schedule, latent_scale,
-                          select_trainable, step_inputs)
+from svd.training import (AutoencoderLoss, DiffusionLoss, InterpolationLoss, TrainStep, cosine_schedule,
+                          interpolation_step_inputs, latent_scale, select_trainable, step_inputs)
 from svd.training_log import TrainingLog
 
 PRECISIONS = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
@@ -83,7 +84,7 @@ def starting_model(cfg, args, model_cfg):
     """
     if args.checkpoint:
         model = build_model(model_cfg, lazy=True)
-        load_weights(model, args.checkpoint, model_cfg.model)
+        load_model_weights(model, args.checkpoint, model_cfg.model)
         return model, args.checkpoint
     if args.random_weights:
         return build_model(model_cfg, seed=cfg.train.seed), f"random:{cfg.train.seed}"
@@ -96,7 +97,7 @@ def starting_model(cfg, args, model_cfg):
         parts = tuple(f"{part}." for part in init.load.parts)
         if not Path(init.load.path).is_file():
             raise FileNotFoundError(f"init.load.path '{init.load.path}' does not exist (train that stage first)")
-        load_weights(model, init.load.path, model_cfg.model, prefixes=parts)
+        load_model_weights(model, init.load.path, model_cfg.model, prefixes=parts)
         base += f"+{init.load.path}[{','.join(init.load.parts)}]"
     return model, base
 
@@ -133,7 +134,14 @@ def build_training(cfg, args, world_size, clips):
     if trainable_choice == "vae":
         loss = AutoencoderLoss(model, t.get("kl_weight", 1e-6))
     else:
-        loss = DiffusionLoss(model, cfg.data.height, cfg.data.width, trainable_choice == "unet+image_encoder")
+        loss_class = DiffusionLoss
+        if is_interpolation_model(model):  # keyframe interpolation (svd.interpolation): windows of (k-1)*4+1 frames
+            try:
+                keyframe_count(cfg.data.num_frames)
+            except ValueError as err:
+                raise ValueError(f"{args.config}: data.num_frames: {err}") from None
+            loss_class = InterpolationLoss
+        loss = loss_class(model, cfg.data.height, cfg.data.width, trainable_choice == "unet+image_encoder")
     step = TrainStep(loss, optimizer, t.accumulation_steps, t.clip_norm, t.loss_scale, t.dynamic_loss_scale,
                      t.scale_factor, t.scale_window, t.ema_decay, distributed=world_size > 1)
     step.set_train()
@@ -164,6 +172,10 @@ def run_steps(cfg, train_step, clips, model, start, rank, world, log):
     d, t = cfg.data, cfg.train
     make = lambda s: step_inputs(clips, s, d.batch_size, t.seed, rank, world, cfg.noise, model.latent_channels,
                                  model.downscale, t.get("cond_dropout", 0.0))
+    if is_interpolation_model(model) and t.trainable != "vae":
+        make = lambda s: interpolation_step_inputs(clips, s, d.batch_size, t.seed, rank, world, cfg.noise,
+                                                   model.latent_channels, model.downscale, t.get("cond_dropout", 0.0),
+                                                   OmegaConf.select(cfg, "interpolation.min_keyframes"))
     if cfg.runtime.sink and ms.get_context("device_target") == "CPU":
         print("note: dataset sink mode is not available on MindSpore's CPU backend; stepping from the host",
               file=sys.stderr)

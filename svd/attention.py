@@ -86,14 +86,88 @@ def scaled_dot_product_attention(q, k, v, heads, use_flash=False, budget=None):
     return out.reshape(b, n, inner)
 
 
+def check_window(window):
+    """A temporal attention window: None (full attention) or an odd int >= 1; one-line error otherwise."""
+    if window is None:
+        return None
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1 or window % 2 == 0:
+        raise ValueError(f"unet.temporal_attention_window must be null (full attention) or an odd number >= 1, "
+                         f"got {window!r}")
+    return window
+
+
+def band_blocks(num_frames, window, block=None):
+    """How local attention over ``num_frames`` frames is computed: ``[(q0, q1, k0, k1)]``, the queries
+    ``q0:q1`` of one block and the only keys ``k0:k1`` any of them may see (``|i - j| <= window // 2``).
+
+    A block holds ``window`` queries (``block`` overrides), so a block's scores have at most
+    ``window + 2 * (window // 2)`` keys per query: the score memory grows with the window, not the length.
+    """
+    half = window // 2
+    block = block or window
+    blocks = []
+    for q0 in range(0, num_frames, block):
+        q1 = min(num_frames, q0 + block)
+        blocks.append((q0, q1, max(0, q0 - half), min(num_frames, q1 + half)))
+    return blocks
+
+
+def _attend_band(q, k, v, scale, allowed):
+    """Attention of one block whose ``(n, m)`` boolean ``allowed`` marks the visible keys of each query."""
+    scores = _scores(q, k, scale)
+    scores = ops.masked_fill(scores, ops.logical_not(allowed), float("-inf"))
+    probs = ops.softmax(scores, axis=-1)
+    return ops.BatchMatMul()(probs, v.astype(ms.float32)).astype(v.dtype)
+
+
+def local_attention(q, k, v, heads, window, budget=None):
+    """Self-attention over ``(B, T, heads*d)`` where position i sees only positions j with ``|i - j| <= window // 2``.
+
+    A window covering all positions is full attention and takes the same path as
+    scaled_dot_product_attention (identical result). Otherwise the queries run in blocks of ``window``
+    (band_blocks), each against only the keys its band can reach, with a ``(block, keys)`` band mask
+    (masked logits are -inf; the diagonal is always visible, so no row is empty). Scores never take the
+    ``T x T`` shape, and each block is further split over the batch to fit the memory budget. Every
+    shape is a Python constant of ``T`` and ``window``, so the same code compiles in graph mode.
+    """
+    b, t, inner = q.shape
+    half = window // 2
+    if half >= t - 1:
+        return scaled_dot_product_attention(q, k, v, heads, budget=budget)
+    d = inner // heads
+    scale = d ** -0.5
+    if heads > 1:
+        q = q.reshape(b, t, heads, d).transpose(0, 2, 1, 3).reshape(b * heads, t, d)
+        k = k.reshape(b, t, heads, d).transpose(0, 2, 1, 3).reshape(b * heads, t, d)
+        v = v.reshape(b, t, heads, d).transpose(0, 2, 1, 3).reshape(b * heads, t, d)
+    budget = memory_budget() if budget is None else budget
+    batch = b * heads
+    outs = []
+    for q0, q1, k0, k1 in band_blocks(t, window):
+        rows = ops.arange(q0, q1).reshape(-1, 1)
+        cols = ops.arange(k0, k1).reshape(1, -1)
+        allowed = ops.abs(rows - cols) <= half
+        step = plan_attention_chunks(batch, q1 - q0, k1 - k0, budget)[0]
+        parts = [_attend_band(q[s:s + step, q0:q1], k[s:s + step, k0:k1], v[s:s + step, k0:k1], scale, allowed)
+                 for s in range(0, batch, step)]
+        outs.append(parts[0] if len(parts) == 1 else ops.cat(parts, axis=0))
+    out = ops.cat(outs, axis=1)
+    if heads > 1:
+        out = out.reshape(b, heads, t, d).transpose(0, 2, 1, 3)
+    return out.reshape(b, t, inner)
+
+
 class Attention(nn.Cell):
     """Self- or cross-attention: q/k/v without bias, output projection with bias.
 
     ``cross`` marks a cross-attention: in SVD its context is one token, so to_q/to_k are never used (svd.lora).
+    ``window`` (odd, self-attention only) restricts position i to positions j with ``|i - j| <= window // 2``
+    (local_attention); None is full attention.
     """
 
-    def __init__(self, query_dim, heads, dim_head, context_dim=None):
+    def __init__(self, query_dim, heads, dim_head, context_dim=None, window=None):
         super().__init__()
+        self.window = check_window(window)
         inner = heads * dim_head
         self.cross = context_dim is not None
         context_dim = query_dim if context_dim is None else context_dim
@@ -105,6 +179,8 @@ class Attention(nn.Cell):
         self.to_out = nn.SequentialCell([nn.Dense(inner, query_dim)])
 
     def construct(self, x, context=None):
+        if context is None and self.window is not None:
+            return self.to_out(local_attention(self.to_q(x), self.to_k(x), self.to_v(x), self.heads, self.window))
         if context is None:
             context = x
         if context.shape[1] == 1:
@@ -173,10 +249,14 @@ class BasicTransformerBlock(nn.Cell):
 
 
 class VideoTransformerBlock(BasicTransformerBlock):
-    """Temporal block: an extra residual MLP, then attention across the frames of each position."""
+    """Temporal block: an extra residual MLP, then attention across the frames of each position.
 
-    def __init__(self, dim, heads, dim_head, context_dim):
+    ``window``: frame i's self-attention sees only frames j with ``|i - j| <= window // 2`` (None: all frames).
+    """
+
+    def __init__(self, dim, heads, dim_head, context_dim, window=None):
         super().__init__(dim, heads, dim_head, context_dim)
+        self.attn1.window = check_window(window)
         self.norm_in = LayerNorm(dim)
         self.ff_in = FeedForward(dim, dim_out=dim)
 

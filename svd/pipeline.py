@@ -171,14 +171,18 @@ class ImageToVideoPipeline:
         uncond = (ops.zeros_like(cond[0]), ops.zeros_like(cond[1]), cond[2])
         return cond, uncond
 
-    def sample_latents(self, conditions, options, noise, progress=True, callback=None):
-        """Guided Euler-EDM sampling of one video from ``noise`` (unit variance) and ``conditioning``'s pair."""
+    def sample_latents(self, conditions, options, noise, progress=True, callback=None, guidance=None):
+        """Guided Euler-EDM sampling of one video from ``noise`` (unit variance) and ``conditioning``'s pair.
+
+        ``guidance``: per-frame guidance scales ``(T,)`` in place of ``options.guider``'s.
+        """
         model, t = self.model, options.num_frames
         cond, uncond = conditions
         batched = [ops.cat((u, c), axis=0) for u, c in zip(uncond, cond)]
         indicator = Tensor(np.zeros((2, t), np.float32))
-        scale = Tensor(guidance_scale(options.guider, t, options.min_guidance_scale,
-                                      options.max_guidance_scale).reshape(t, 1, 1, 1))
+        if guidance is None:
+            guidance = guidance_scale(options.guider, t, options.min_guidance_scale, options.max_guidance_scale)
+        scale = Tensor(np.asarray(guidance, np.float32).reshape(t, 1, 1, 1))
 
         def guided_denoise(x, sigma):
             x_in = ops.cat((x, x), axis=0)

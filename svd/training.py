@@ -14,6 +14,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from svd.clip import resize_operators
 from svd.data import epoch_order
 from svd.diffusion import append_dims
+from svd.interpolation import KEYFRAME_SPACING, keyframe_count
 from svd.lora import is_lora_parameter
 from svd.model import micro_conditioning
 
@@ -26,6 +27,9 @@ TRAINABLE = {
     "vae": lambda name: name.startswith("vae."),
     "lora": is_lora_parameter,  # the adapters train.py adds from the `lora` section (svd.lora)
 }
+# The keyframe-interpolation model (svd.interpolation) from base weights: the temporal layers and the input
+# convolution, whose mask-channel weights start at zero.
+TRAINABLE["interpolation"] = lambda name: TRAINABLE["temporal"](name) or name.startswith("unet.input_blocks.0.0.")
 
 
 def select_trainable(model, trainable="temporal"):
@@ -87,6 +91,50 @@ class DiffusionLoss(nn.Cell):
         vector = micro_conditioning(fps_id, motion_bucket_id, cond_aug, self.dim)
         x_noisy = x0 + append_dims(sigma, 4) * noise
         denoised = self.model.denoise(x_noisy, sigma, ops.repeat_interleave(concat, t, 0),
+                                      ops.repeat_interleave(context, t, 0), ops.repeat_interleave(vector, t, 0),
+                                      ops.zeros((b, t), ms.float32))
+        weight = (sigma ** 2 + 1.0) / sigma ** 2
+        return (weight * ops.square(denoised - x0).mean(axis=(1, 2, 3))).mean()
+
+
+class InterpolationLoss(nn.Cell):
+    """EDM loss of the keyframe-interpolation model (svd.interpolation) on a real window of ``(k - 1) * 4 + 1``
+    frames: the target is the whole window, the conditioning its keyframes (every 4th frame).
+
+    Inputs as DiffusionLoss's, except that ``key_noise`` ``(b, k, C, h, w)`` takes the place of the pixel
+    noise of the conditioning frame: each keyframe's conditioning latent is its unscaled target latent plus
+    ``cond_aug`` times that noise (augmentation in latent space, as sampling applies it to generated
+    keyframes). The concat input is each frame's nearest keyframe latent plus the mask channel; the CLIP
+    context is the window's first frame. ``keep_cond`` drops keyframe latents, mask and context together.
+    """
+
+    def __init__(self, model, height, width, train_image_encoder=False):
+        super().__init__(auto_prefix=False)
+        self.model = model
+        self.dim = model.micro_cond_dim
+        self.scale_factor = model.scale_factor
+        self.resize = resize_operators(height, width, model.image_encoder.image_size)
+        self.train_image_encoder = train_image_encoder
+
+    def construct(self, frames, fps_id, motion_bucket_id, cond_aug, key_noise, sigma, noise, latent_noise,
+                  keep_cond):
+        b, t, c, h, w = frames.shape
+        mean, logvar = self.model.vae.encode_moments(frames.reshape(b * t, c, h, w))
+        x0 = ops.stop_gradient(self.scale_factor * (mean + ops.exp(0.5 * logvar) * latent_noise))
+        latents = x0.reshape((b, t) + x0.shape[1:])
+        keys = latents[:, ::KEYFRAME_SPACING] / self.scale_factor + cond_aug.reshape(b, 1, 1, 1, 1) * key_noise
+        positions = ops.arange(0, t, dtype=ms.int32)
+        hint = ops.gather(keys, (positions + (KEYFRAME_SPACING - 1) // 2) // KEYFRAME_SPACING, 1)
+        mask = (positions % KEYFRAME_SPACING == 0).astype(ms.float32).reshape(1, t, 1, 1, 1)
+        mask = ops.broadcast_to(mask, (b, t, 1) + x0.shape[2:])
+        concat = ops.cat((hint, mask), axis=2) * keep_cond.reshape(b, 1, 1, 1, 1)
+        context = self.model.embed_image(frames[:, 0], self.resize)
+        if not self.train_image_encoder:
+            context = ops.stop_gradient(context)
+        context = context * keep_cond.reshape(b, 1, 1)
+        vector = micro_conditioning(fps_id, motion_bucket_id, cond_aug, self.dim)
+        x_noisy = x0 + append_dims(sigma, 4) * noise
+        denoised = self.model.denoise(x_noisy, sigma, concat.reshape((b * t,) + concat.shape[2:]),
                                       ops.repeat_interleave(context, t, 0), ops.repeat_interleave(vector, t, 0),
                                       ops.zeros((b, t), ms.float32))
         weight = (sigma ** 2 + 1.0) / sigma ** 2
@@ -214,6 +262,35 @@ def step_inputs(clips, step, batch_size, seed, rank, world_size, noise_cfg, late
             rng.standard_normal((b, 3, h, w)).astype(np.float32), np.repeat(sigma, t).astype(np.float32),
             rng.standard_normal(latent_shape).astype(np.float32), rng.standard_normal(latent_shape).astype(np.float32),
             (rng.random(b) >= cond_dropout).astype(np.float32))
+
+
+def interpolation_step_inputs(clips, step, batch_size, seed, rank, world_size, noise_cfg, latent_channels, downscale,
+                              cond_dropout=0.0, min_keyframes=None):
+    """Inputs of one InterpolationLoss step: step_inputs' (the same draws), with the keyframe noise
+    ``(b, k, C, h, w)`` in the place of the conditioning frame's pixel noise.
+
+    The clips are windows of ``(k - 1) * 4 + 1`` real frames (``data.num_frames``, e.g. 17: 5 keyframes).
+    ``min_keyframes`` (2 <= m < k) trains on windows of a random ``m..k`` keyframes, cut from the window's
+    start, so shorter windows (a last window, a two-image in-between) are in distribution too.
+    """
+    inputs = list(step_inputs(clips, step, batch_size, seed, rank, world_size, noise_cfg, latent_channels,
+                              downscale, cond_dropout))
+    frames = inputs[0]
+    b, t, _, h, w = frames.shape
+    keys = keyframe_count(t)
+    rng = np.random.default_rng([seed, step, rank, 2])
+    if min_keyframes is not None and not 2 <= min_keyframes <= keys:
+        raise ValueError(f"interpolation.min_keyframes must be in 2..{keys} (the keyframes of data.num_frames={t}), "
+                         f"got {min_keyframes}")
+    if min_keyframes is not None and min_keyframes < keys:
+        keys = int(rng.integers(min_keyframes, keys + 1))
+        frames_kept = (keys - 1) * KEYFRAME_SPACING + 1
+        inputs[0] = np.ascontiguousarray(frames[:, :frames_kept])
+        for i in (5, 6, 7):  # sigma, noise, posterior noise: one row per frame
+            rows = inputs[i].reshape((b, t) + inputs[i].shape[1:])[:, :frames_kept]
+            inputs[i] = np.ascontiguousarray(rows.reshape((b * frames_kept,) + rows.shape[2:]))
+    inputs[4] = rng.standard_normal((b, keys, latent_channels, h // downscale, w // downscale)).astype(np.float32)
+    return tuple(inputs)
 
 
 def latent_scale(model, clips, count=32, seed=0):

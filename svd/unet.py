@@ -8,7 +8,7 @@ Parameter names follow Stability's checkpoint (``input_blocks.1.0.in_layers.0`` 
 import mindspore as ms
 from mindspore import nn, ops
 
-from svd.attention import BasicTransformerBlock, VideoTransformerBlock
+from svd.attention import BasicTransformerBlock, VideoTransformerBlock, check_window
 from svd.layers import AlphaBlender, GroupNorm, SiLU, TemporalConv, conv2d, timestep_embedding, to_frames, to_video, \
     uniform_parameter, upsample_nearest_2x
 
@@ -70,7 +70,8 @@ class VideoResBlock(ResBlock):
 class SpatialVideoTransformer(nn.Cell):
     """Spatial transformer whose every block is followed by a temporal block and a learned blend."""
 
-    def __init__(self, channels, heads, dim_head, context_dim, depth, merge_factor, max_time_period):
+    def __init__(self, channels, heads, dim_head, context_dim, depth, merge_factor, max_time_period,
+                 temporal_window=None):
         super().__init__()
         inner = heads * dim_head
         self.max_time_period = max_time_period
@@ -80,7 +81,7 @@ class SpatialVideoTransformer(nn.Cell):
             [BasicTransformerBlock(inner, heads, dim_head, context_dim) for _ in range(depth)])
         self.proj_out = nn.Dense(inner, channels)
         self.time_stack = nn.CellList(
-            [VideoTransformerBlock(inner, heads, dim_head, context_dim) for _ in range(depth)])
+            [VideoTransformerBlock(inner, heads, dim_head, context_dim, temporal_window) for _ in range(depth)])
         self.time_pos_embed = nn.SequentialCell([nn.Dense(channels, channels * 4), SiLU(),
                                                  nn.Dense(channels * 4, channels)])
         self.time_mixer = AlphaBlender(merge_factor, with_images=True)
@@ -150,12 +151,25 @@ class UNetBlock(nn.SequentialCell):
 
 
 class VideoUNet(nn.Cell):
-    """Noise-conditioned video UNet of SVD; returns the raw network output F (v-prediction)."""
+    """Noise-conditioned video UNet of SVD; returns the raw network output F (v-prediction).
+
+    ``temporal_attention_window`` (config ``unet.temporal_attention_window``; odd, None = full): every
+    temporal transformer lets frame i attend only to frames j with ``|i - j| <= window // 2``, in sampling
+    and training alike (svd.attention.local_attention).
+    ``interpolation``: the keyframe-interpolation UNet (svd.interpolation): ``in_channels`` are the base
+    model's, and the input convolution takes one more, the mask channel marking the known frames.
+    """
 
     def __init__(self, in_channels, out_channels, model_channels, channel_mult, num_res_blocks,
                  attention_resolutions, num_head_channels, transformer_depth, context_dim, adm_in_channels,
-                 video_kernel_size=(3, 1, 1), merge_factor=0.5, max_ddpm_temb_period=10000):
+                 video_kernel_size=(3, 1, 1), merge_factor=0.5, max_ddpm_temb_period=10000,
+                 temporal_attention_window=None, interpolation=False):
         super().__init__()
+        self.temporal_attention_window = check_window(temporal_attention_window)
+        if not isinstance(interpolation, bool):
+            raise ValueError(f"unet.interpolation must be true or false, got {interpolation!r}")
+        self.interpolation = interpolation
+        self.in_channels = in_channels + int(interpolation)
         self.model_channels = model_channels
         emb_dim = model_channels * 4
         self.time_embed = nn.SequentialCell([nn.Dense(model_channels, emb_dim), SiLU(), nn.Dense(emb_dim, emb_dim)])
@@ -168,9 +182,10 @@ class VideoUNet(nn.Cell):
 
         def transformer(ch):
             return SpatialVideoTransformer(ch, ch // num_head_channels, num_head_channels, context_dim,
-                                           transformer_depth, merge_factor, max_ddpm_temb_period)
+                                           transformer_depth, merge_factor, max_ddpm_temb_period,
+                                           self.temporal_attention_window)
 
-        input_blocks = [UNetBlock([ConvIn(in_channels, model_channels)])]
+        input_blocks = [UNetBlock([ConvIn(self.in_channels, model_channels)])]
         skip_channels = [model_channels]
         ch = model_channels
         ds = 1
