@@ -71,9 +71,9 @@ def parse_args(argv=None):
                                                     "many as fit its length)")
     long.add_argument("--overlap", type=int, help="continue: latents each chunk takes over from the previous one "
                                                   "(default 2)")
-    long.add_argument("--pass-fps", choices=PASS_FPS, default="scaled",
-                      help="interpolate: condition each pass on its own frame rate (scaled, default) or on --fps "
-                           "throughout (same: for models trained at one frame rate)")
+    long.add_argument("--pass-fps", choices=PASS_FPS, default="same",
+                      help="interpolate: condition every pass on --fps (same, default: models trained at one frame "
+                           "rate) or each pass on its own rate, the keyframes on fps / 4^L (scaled)")
     return p.parse_args(argv)
 
 

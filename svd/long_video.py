@@ -38,7 +38,7 @@ from svd.pretrained import load_pretrained
 from svd.resize import fit_image
 
 MODES = ("interpolate", "continue")
-PASS_FPS = ("scaled", "same")
+PASS_FPS = ("same", "scaled")
 
 
 def interpolation_plan(num_frames, max_keyframes, keyframes=None):
@@ -263,14 +263,16 @@ class LongVideoPipeline:
         return interpolation_plan(num_frames, self.chunk_frames, keyframes)
 
     def interpolate(self, image, num_frames, options=None, *, last_image=None, keyframes=None, generator=None,
-                    output_type=None, resize_mode="cover", pass_fps="scaled", decode_overlap=2, progress=True,
+                    output_type=None, resize_mode="cover", pass_fps="same", decode_overlap=2, progress=True,
                     **overrides):
         """A ``num_frames = 1 + (k - 1) * 4^L`` video: k keyframes from the base model (or the two images
         ``image`` and ``last_image``), then L interpolation passes.
 
         ``options``/``overrides`` as ImageToVideoPipeline's (``fps`` is the output frame rate);
-        ``pass_fps``: ``scaled`` conditions each pass on its own frame rate (the keyframes on ``fps / 4^L``),
-        ``same`` on ``fps`` throughout (models trained at one rate). ``generator``: int seed or numpy
+        ``pass_fps``: the frame rate each model call is conditioned on: ``same``, ``fps`` throughout (what a
+        model trained at one frame rate, like the toy models, knows; the keyframes then move at the pace of
+        consecutive frames), or ``scaled``, each pass its own rate, the keyframes ``fps / 4^L`` (physically
+        consistent, for models trained over that range of rates). ``generator``: int seed or numpy
         Generator (default ``options.seed``). Returns frames ``(N, H, W, 3)`` in [0, 1] or, with
         ``output_type="latent"``, the latents ``(N, C, h, w)`` (base-model scale).
         """

@@ -267,6 +267,22 @@ def test_interpolate_keeps_keyframes_and_windows_do_not_grow_with_length(micro, 
     assert max(sizes[33]) == max(sizes[9]) <= 9  # every UNet call within the trained window, whatever N
 
 
+def test_pass_frame_rates(micro, images, monkeypatch):
+    base, interp = micro
+    long = LongVideoPipeline(base, interp)
+    for pass_fps, expected in (("same", [7.0, 7.0]), ("scaled", [7.0 / 4, 7.0])):
+        rates = []
+        for model in (base.model, interp.model):
+            vector = model.vector
+            monkeypatch.setattr(model, "vector", lambda fps, *rest, v=vector: rates.append(float(fps[0]) + 1) or
+                                v(fps, *rest))
+        long.interpolate(images[0], 9, pass_fps=pass_fps, output_type="latent", progress=False)
+        monkeypatch.undo()
+        assert rates == pytest.approx(expected)  # the keyframes (base), then the one pass
+    with pytest.raises(ValueError, match="pass_fps must be one of"):
+        long.interpolate(images[0], 9, pass_fps="half", progress=False)
+
+
 def test_last_image_gives_the_first_and_last_frames(micro, images, monkeypatch):
     base, interp = micro
     long = LongVideoPipeline(base, interp)
