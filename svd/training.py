@@ -76,28 +76,40 @@ class DiffusionLoss(nn.Cell):
         self.resize = resize_operators(height, width, model.image_encoder.image_size)
         self.train_image_encoder = train_image_encoder
 
-    def construct(self, frames, fps_id, motion_bucket_id, cond_aug, cond_noise, sigma, noise, latent_noise,
-                  keep_cond):
+    def targets(self, frames, latent_noise):
+        """Scaled latent targets ``(b t, C, h, w)``: a posterior sample of every frame, no gradient."""
         b, t, c, h, w = frames.shape
         mean, logvar = self.model.vae.encode_moments(frames.reshape(b * t, c, h, w))
-        x0 = ops.stop_gradient(self.scale_factor * (mean + ops.exp(0.5 * logvar) * latent_noise))
-        first = frames[:, 0]
+        return ops.stop_gradient(self.scale_factor * (mean + ops.exp(0.5 * logvar) * latent_noise))
+
+    def context(self, first, keep_cond):
+        """CLIP context of the first frames, dropped where ``keep_cond`` is 0."""
         context = self.model.embed_image(first, self.resize)
         if not self.train_image_encoder:
             context = ops.stop_gradient(context)
-        context = context * keep_cond.reshape(b, 1, 1)
-        concat = ops.stop_gradient(self.model.condition_latent(first + cond_aug.reshape(b, 1, 1, 1) * cond_noise))
-        concat = concat * keep_cond.reshape(b, 1, 1, 1)
-        vector = micro_conditioning(fps_id, motion_bucket_id, cond_aug, self.dim)
+        return context * keep_cond.reshape(-1, 1, 1)
+
+    def weighted_error(self, x0, x_concat, context, vector, sigma, noise, b, t):
+        """The v-weighted squared error of the denoiser on ``x0 + sigma noise`` (one sigma per clip)."""
         x_noisy = x0 + append_dims(sigma, 4) * noise
-        denoised = self.model.denoise(x_noisy, sigma, ops.repeat_interleave(concat, t, 0),
-                                      ops.repeat_interleave(context, t, 0), ops.repeat_interleave(vector, t, 0),
-                                      ops.zeros((b, t), ms.float32))
+        denoised = self.model.denoise(x_noisy, sigma, x_concat, ops.repeat_interleave(context, t, 0),
+                                      ops.repeat_interleave(vector, t, 0), ops.zeros((b, t), ms.float32))
         weight = (sigma ** 2 + 1.0) / sigma ** 2
         return (weight * ops.square(denoised - x0).mean(axis=(1, 2, 3))).mean()
 
+    def construct(self, frames, fps_id, motion_bucket_id, cond_aug, cond_noise, sigma, noise, latent_noise,
+                  keep_cond):
+        b, t = frames.shape[:2]
+        x0 = self.targets(frames, latent_noise)
+        first = frames[:, 0]
+        concat = ops.stop_gradient(self.model.condition_latent(first + cond_aug.reshape(b, 1, 1, 1) * cond_noise))
+        concat = concat * keep_cond.reshape(b, 1, 1, 1)
+        vector = micro_conditioning(fps_id, motion_bucket_id, cond_aug, self.dim)
+        return self.weighted_error(x0, ops.repeat_interleave(concat, t, 0), self.context(first, keep_cond), vector,
+                                   sigma, noise, b, t)
 
-class InterpolationLoss(nn.Cell):
+
+class InterpolationLoss(DiffusionLoss):
     """EDM loss of the keyframe-interpolation model (svd.interpolation) on a real window of ``(k - 1) * 4 + 1``
     frames: the target is the whole window, the conditioning its keyframes (every 4th frame).
 
@@ -108,19 +120,10 @@ class InterpolationLoss(nn.Cell):
     context is the window's first frame. ``keep_cond`` drops keyframe latents, mask and context together.
     """
 
-    def __init__(self, model, height, width, train_image_encoder=False):
-        super().__init__(auto_prefix=False)
-        self.model = model
-        self.dim = model.micro_cond_dim
-        self.scale_factor = model.scale_factor
-        self.resize = resize_operators(height, width, model.image_encoder.image_size)
-        self.train_image_encoder = train_image_encoder
-
     def construct(self, frames, fps_id, motion_bucket_id, cond_aug, key_noise, sigma, noise, latent_noise,
                   keep_cond):
-        b, t, c, h, w = frames.shape
-        mean, logvar = self.model.vae.encode_moments(frames.reshape(b * t, c, h, w))
-        x0 = ops.stop_gradient(self.scale_factor * (mean + ops.exp(0.5 * logvar) * latent_noise))
+        b, t = frames.shape[:2]
+        x0 = self.targets(frames, latent_noise)
         latents = x0.reshape((b, t) + x0.shape[1:])
         keys = latents[:, ::KEYFRAME_SPACING] / self.scale_factor + cond_aug.reshape(b, 1, 1, 1, 1) * key_noise
         positions = ops.arange(0, t, dtype=ms.int32)
@@ -128,17 +131,9 @@ class InterpolationLoss(nn.Cell):
         mask = (positions % KEYFRAME_SPACING == 0).astype(ms.float32).reshape(1, t, 1, 1, 1)
         mask = ops.broadcast_to(mask, (b, t, 1) + x0.shape[2:])
         concat = ops.cat((hint, mask), axis=2) * keep_cond.reshape(b, 1, 1, 1, 1)
-        context = self.model.embed_image(frames[:, 0], self.resize)
-        if not self.train_image_encoder:
-            context = ops.stop_gradient(context)
-        context = context * keep_cond.reshape(b, 1, 1)
         vector = micro_conditioning(fps_id, motion_bucket_id, cond_aug, self.dim)
-        x_noisy = x0 + append_dims(sigma, 4) * noise
-        denoised = self.model.denoise(x_noisy, sigma, concat.reshape((b * t,) + concat.shape[2:]),
-                                      ops.repeat_interleave(context, t, 0), ops.repeat_interleave(vector, t, 0),
-                                      ops.zeros((b, t), ms.float32))
-        weight = (sigma ** 2 + 1.0) / sigma ** 2
-        return (weight * ops.square(denoised - x0).mean(axis=(1, 2, 3))).mean()
+        return self.weighted_error(x0, concat.reshape((b * t,) + concat.shape[2:]),
+                                   self.context(frames[:, 0], keep_cond), vector, sigma, noise, b, t)
 
 
 class AutoencoderLoss(nn.Cell):
