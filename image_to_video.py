@@ -26,10 +26,11 @@ from svd.config import build_model, load_config
 from svd.long_video import MODES as LONG_VIDEO_MODES, PASS_FPS, LongVideoPipeline, load_interpolation_pipeline
 from svd.lora import parse_lora_spec
 from svd.memory import set_memory_budget
-from svd.media import output_kind, read_image, write_video
+from svd.media import check_output, read_image, write_video
 from svd.pipeline import ImageToVideoPipeline, SamplingOptions
 from svd.resize import RESIZE_MODES
 from svd.runtime import set_mode
+from svd.schema import SAMPLING_SCHEMA, check_positive, check_sampling
 
 
 def parse_args(argv=None):
@@ -82,6 +83,24 @@ def warn_unusual(options):
         print(f"warning: fps {options.fps} is outside the trained range 5-30", file=sys.stderr)
     if options.motion_bucket_id > 255:
         print(f"warning: motion_bucket_id {options.motion_bucket_id} > 255 is far outside training", file=sys.stderr)
+
+
+def check_arguments(args):
+    """Every number, input file and the output, before any model work (one-line errors naming the option)."""
+    check_sampling({k: getattr(args, k) for k in SAMPLING_SCHEMA if k in vars(args)})
+    check_positive("--memory-budget-mb", args.memory_budget_mb)
+    if args.checkpoint and not Path(args.checkpoint).exists():
+        raise FileNotFoundError(f"--checkpoint '{args.checkpoint}' does not exist")
+    if args.config:
+        load_config(args.config)  # exists and is valid
+    loras = [parse_lora_spec(spec) for spec in args.lora]
+    for path, _ in loras:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--lora '{path}' does not exist")
+    if args.merge_lora and not loras:
+        raise ValueError("--merge-lora needs at least one --lora FILE[:SCALE]")
+    check_output(args.output, args.fps)
+    return loras
 
 
 def check_long_video_arguments(args):
@@ -139,15 +158,12 @@ def load_pipeline(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    loras = check_arguments(args)
     check_long_video_arguments(args)
+    image = read_image(args.image)
     set_mode(args.mode, args.jit_level)
     set_memory_budget(args.memory_budget_mb)
-    output_kind(args.output)
-    image = read_image(args.image)
     ms.set_seed(args.seed)
-    loras = [parse_lora_spec(spec) for spec in args.lora]
-    if args.merge_lora and not loras:
-        raise ValueError("--merge-lora needs at least one --lora FILE[:SCALE]")
     pipe = load_pipeline(args)
     for path, scale in loras:
         pipe.load_lora(path, scale, merge=args.merge_lora)

@@ -30,6 +30,8 @@ from svd.interpolation import is_interpolation_model, keyframe_count, load_model
 from svd.lora import add_lora, is_lora_parameter, lora_tensors, save_lora
 from svd.memory import set_memory_budget
 from svd.runtime import set_mode
+from svd.schema import apply_overrides, check_size_multiple, check_train_config, check_writable_folder, load_yaml
+from svd.sink import sink_dataset
 from svd.train_state import CheckpointManager
 from svd.training import (AutoencoderLoss, DiffusionLoss, InterpolationLoss, TrainStep, cosine_schedule,
                           interpolation_step_inputs, latent_scale, select_trainable, step_inputs)
@@ -51,17 +53,30 @@ def parse_args(argv=None):
 
 
 def load_train_config(path, overrides):
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"training config '{path}' does not exist")
-    cfg = OmegaConf.load(path)
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override '{item}' must be KEY=VALUE")
-        key = item.split("=", 1)[0]
-        if OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
-            raise KeyError(f"override '{key}' is not a key of {path}")
-    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    """The training YAML with its overrides, every value checked (svd.schema): one-line errors name the key."""
+    cfg = apply_overrides(load_yaml(path, "training config"), overrides, path)
+    return check_train_config(cfg, path)
+
+
+def check_paths(args, cfg):
+    """The command line's files and the run's folder, before any model work."""
+    if args.checkpoint and not Path(args.checkpoint).exists():
+        raise FileNotFoundError(f"--checkpoint '{args.checkpoint}' does not exist")
+    if args.resume and args.resume != "auto":
+        resume = Path(args.resume)
+        if not resume.is_file():
+            raise FileNotFoundError(f"resume checkpoint '{resume}' does not exist (or pass --resume auto)")
+        if resume.suffix != ".ckpt":
+            raise ValueError(f"--resume '{resume}': expected a step_*.ckpt training checkpoint or 'auto'")
+    init_path = OmegaConf.select(cfg, "init.load.path")
+    if init_path and not Path(init_path).is_file():
+        raise FileNotFoundError(f"init.load.path '{init_path}' does not exist (train that stage first)")
+    check_writable_folder(cfg.checkpoint.dir, "checkpoint.dir")
+    model = load_config(cfg.model_config).model  # a valid model config, and clip sizes that fit it
+    multiple = 2 ** (len(model.vae.ch_mult) - 1)
+    if cfg.train.trainable != "vae":
+        multiple *= 2 ** (len(model.unet.channel_mult) - 1)
+    check_size_multiple(cfg, multiple, args.config)
 
 
 def set_up_runtime(cfg, distributed):
@@ -180,10 +195,8 @@ def run_steps(cfg, train_step, clips, model, start, rank, world, log):
         print("note: dataset sink mode is not available on MindSpore's CPU backend; stepping from the host",
               file=sys.stderr)
     if cfg.runtime.sink and ms.get_context("device_target") != "CPU":
-        source = [make(s) for s in range(start, t.steps)]
-        dataset = ms.dataset.GeneratorDataset(lambda: iter(source), column_names=[f"in{i}" for i in range(len(source[0]))],
-                                              shuffle=False)
-        sunk = ms.data_sink(train_step, dataset, sink_size=cfg.runtime.sink_size)
+        # Streamed: each step's inputs are built when the sink asks for them, not all up front.
+        sunk = ms.data_sink(train_step, sink_dataset(make, start, t.steps), sink_size=cfg.runtime.sink_size)
         for done in range(start + cfg.runtime.sink_size, t.steps + 1, cfg.runtime.sink_size):
             log(done, *sunk())
         return
@@ -194,11 +207,14 @@ def run_steps(cfg, train_step, clips, model, start, rank, world, log):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_train_config(args.config, args.overrides)
-    rank, world = set_up_runtime(cfg, args.distributed)
+    check_paths(args, cfg)
     manager = CheckpointManager(cfg.checkpoint.dir, cfg.checkpoint.keep)
     if not args.resume and manager.saved():
         raise FileExistsError(f"checkpoint.dir '{cfg.checkpoint.dir}' holds another run's checkpoints: "
                               "continue it with --resume auto, or choose another checkpoint.dir")
+    rank, world = set_up_runtime(cfg, args.distributed)
+    if rank == 0:
+        manager.clean_up()
     d = cfg.data
     clips = VideoClips(d.csv, d.num_frames, d.frame_stride, d.height, d.width, root=d.root, crop=d.get("crop"))
     model, train_step, frozen, base = build_training(cfg, args, world, clips)
@@ -206,9 +222,11 @@ def main(argv=None):
         frozen = set()
     start = 0
     if args.resume:
-        resume = manager.latest() if args.resume == "auto" else args.resume
-        if resume is not None:
-            start = manager.load(resume, train_step, frozen, base)
+        # auto: the newest checkpoint that reads back intact (checksum), a damaged newer one skipped with a warning
+        found = manager.latest_intact() if args.resume == "auto" else (args.resume, None)
+        if found is not None:
+            resume, contents = found
+            start = manager.load(resume, train_step, frozen, base, contents)
             print(f"resumed from {resume} at step {start}")
     out_dir = Path(cfg.checkpoint.dir)
     out_dir.mkdir(parents=True, exist_ok=True)

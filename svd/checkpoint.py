@@ -5,6 +5,7 @@ nothing is matched by sort order. Torch is not needed: the torch side is safeten
 """
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,10 @@ DIFFUSERS_FILES = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffus
 
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the model; the message names the file and the keys."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """The file itself is bad (empty, truncated, unparseable, NaN/Inf values): no config would load it."""
 
 
 @dataclass
@@ -175,15 +180,31 @@ class SafetensorsReader:
 
     def __init__(self, path):
         self.path = str(path)
+        file_size = os.path.getsize(self.path)
+        if file_size < 8:
+            state = "empty" if not file_size else "truncated"
+            raise DamagedCheckpointError(f"{path}: not a safetensors file ({state}: {file_size} bytes)")
         with open(self.path, "rb") as f:
             size = int.from_bytes(f.read(8), "little")
+            if 8 + size > file_size:
+                raise DamagedCheckpointError(f"{path}: not a safetensors file, or truncated: its header claims "
+                                             f"{size} bytes, the file has {file_size}")
             try:
                 header = json.loads(f.read(size))
             except (UnicodeDecodeError, ValueError):
-                raise CheckpointError(f"{path}: not a safetensors file (unreadable header)") from None
+                raise DamagedCheckpointError(f"{path}: not a safetensors file (unreadable header)") from None
+        if not isinstance(header, dict):
+            raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
         header.pop("__metadata__", None)
         self.entries = header
         self.data_start = 8 + size
+        try:
+            end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+        except (TypeError, KeyError, IndexError, ValueError):
+            raise CheckpointError(f"{path}: not a safetensors file (header entries without data_offsets)") from None
+        if self.data_start + end > file_size:
+            raise DamagedCheckpointError(f"{path}: truncated: its tensors need {self.data_start + end} bytes, the "
+                                         f"file has {file_size} (an interrupted download or copy?)")
 
     def shapes(self):
         return {k: tuple(v["shape"]) for k, v in self.entries.items()}
@@ -260,8 +281,15 @@ class CkptReader:
                     self._scan_value(f, end)
                     f.seek(end)
             except (ValueError, EOFError, UnicodeDecodeError) as err:
-                raise CheckpointError(f"{path}: not a plain MindSpore checkpoint (encrypted or damaged?): "
-                                      f"unreadable protobuf near byte {f.tell()} ({err})") from None
+                raise DamagedCheckpointError(f"{path}: not a plain MindSpore checkpoint (encrypted or damaged?): "
+                                             f"unreadable protobuf near byte {f.tell()} ({err})") from None
+        if not self.entries:
+            what = "empty file" if not size else "not a checkpoint?"
+            raise DamagedCheckpointError(f"{path}: holds no tensors ({what})")
+        for name, (_, _, chunks) in self.entries.items():
+            if any(offset + length > size for offset, length in chunks):
+                raise DamagedCheckpointError(f"{path}: truncated: tensor '{name}' ends past the end of the file "
+                                             f"({size} bytes; an interrupted save, download or copy?)")
 
     def _scan_value(self, f, end):
         name, dims, dtype, chunks = None, [], None, []
@@ -299,6 +327,19 @@ class CkptReader:
     def shapes(self):
         return {k: dims for k, (dims, _, _) in self.entries.items()}
 
+    def text(self, key):
+        """A string entry (``append_dict`` strings of MindSpore's save_checkpoint are stored as type 'str')."""
+        _, ms_dtype, chunks = self.entries[key]
+        if ms_dtype != "str":
+            raise CheckpointError(f"{self.path}: entry '{key}' is a {ms_dtype} tensor, not a string")
+        with open(self.path, "rb") as f:
+            parts = []
+            for offset, length in chunks:
+                f.seek(offset)
+                parts.append(f.read(length))
+        data = b"".join(parts)  # MindSpore stores a numpy unicode array: UTF-32, 4 bytes a character
+        return str(np.frombuffer(data, f"<U{len(data) // 4}")[0]) if data else ""
+
     def get(self, key):
         dims, ms_dtype, chunks = self.entries[key]
         dtype = CKPT_DTYPES.get(ms_dtype)
@@ -331,14 +372,27 @@ def diffusers_weights(root, folder):
                           f"{folder}/{stem}.fp16.safetensors, found {found or 'nothing'}")
 
 
+MODEL_PREFIXES = ("unet.", "vae.", "image_encoder.")
+TRAINING_BASE = re.compile(r"^random:(?P<seed>\d+)(?:\+(?P<path>.+)\[(?P<parts>[^\]]*)\])?$")
+
+
 class TensorSource:
-    """Tensors of a checkpoint read one at a time, so loading never holds a second copy of the weights."""
+    """Tensors of a checkpoint read one at a time, so loading never holds a second copy of the weights.
+
+    A training checkpoint (train.py's ``step_*.ckpt``) shows only the model weights it holds, the EMA
+    copies in place of the raw weights when the run kept them (as final.safetensors has);
+    ``training_base`` then names where its other (frozen) weights come from (None for other files).
+    Every tensor read is checked to be finite: a NaN or Inf weight is an error naming it.
+    """
 
     def __init__(self, path):
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+        self.path = path
         self.readers = {}
+        self.training_base = None
+        self.aliases = {}
         if path.is_dir():
             for folder in DIFFUSERS_FILES:
                 self.readers[folder + "/"] = SafetensorsReader(diffusers_weights(path, folder))
@@ -351,18 +405,90 @@ class TensorSource:
                                   ".ckpt or a diffusers folder")
         self.shapes = {prefix + k: shape for prefix, reader in self.readers.items()
                        for k, shape in reader.shapes().items()}
+        if path.suffix == ".ckpt" and {"step", "base_weights"} <= set(self.shapes):
+            self._training_view(self.readers[""])
+
+    def _training_view(self, reader):
+        self.training_base = reader.text("base_weights")
+        names = set(reader.entries)
+        if any(re.match(r"^(.+)\.lora\.(\d+)\.(down|up)$", k) for k in names):
+            raise CheckpointError(f"{self.path}: a LoRA run's training checkpoint holds adapters, not weights: load "
+                                  "the base checkpoint with its lora.safetensors (--lora), written when the run ends")
+        weights = sorted(k for k in names if k.startswith(MODEL_PREFIXES))
+        if not weights:
+            raise CheckpointError(f"{self.path}: a training checkpoint without model weights")
+        self.aliases = {k: f"ema.{k}" if f"ema.{k}" in names else k for k in weights}
+        self.shapes = {k: self.shapes[alias] for k, alias in self.aliases.items()}
 
     def get(self, key):
+        key = self.aliases.get(key, key)
         prefix = key.split("/", 1)[0] + "/" if "/" in key else ""
-        return self.readers[prefix].get(key[len(prefix):])
+        reader = self.readers[prefix]
+        array = reader.get(key[len(prefix):])
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            bad = int((~np.isfinite(array)).sum())
+            raise DamagedCheckpointError(f"{reader.path}: tensor '{key[len(prefix):]}' has {bad} NaN/Inf values "
+                                         f"of {array.size}: the file is damaged or its training diverged (it would "
+                                         "give black or noise videos)")
+        return array
+
+
+def _load_training_checkpoint(model, source, model_cfg, prefixes):
+    """A train.py step checkpoint into ``model``: its frozen weights from the base it names (a file, or the
+    seeded random start of a run with ``--random-weights`` / an ``init`` section), then the weights it holds."""
+    shapes = model_shapes(model)
+    if prefixes:
+        shapes = {k: v for k, v in shapes.items() if k.startswith(tuple(prefixes))}
+    path = source.path
+    unexpected = sorted(k for k in source.shapes if k not in shapes and not (prefixes and not k.startswith(
+        tuple(prefixes))))
+    wrong = sorted(f"{k} {tuple(source.shapes[k])} != {tuple(shapes[k])}" for k in source.shapes
+                   if k in shapes and tuple(source.shapes[k]) != tuple(shapes[k]))
+    if unexpected or wrong:
+        report = ConversionReport(unexpected=unexpected, mismatched=wrong)
+        raise CheckpointError(f"{path}: a training checkpoint that does not match the model config: "
+                              f"{report.summary()}")
+    missing = [k for k in shapes if k not in source.shapes]
+    if missing:
+        base = source.training_base
+        random_base = TRAINING_BASE.match(base)
+        if random_base:
+            from omegaconf import OmegaConf
+
+            from svd.config import build_model
+            start = build_model(OmegaConf.create({"model": model_cfg}), seed=int(random_base["seed"]))
+            if random_base["path"]:
+                parts = tuple(f"{part}." for part in random_base["parts"].split(",") if part)
+                if not Path(random_base["path"]).is_file():
+                    raise CheckpointError(f"{path}: holds {len(source.shapes)} of {len(shapes)} weights; the others "
+                                          f"come from '{random_base['path']}', which does not exist here")
+                load_weights(start, random_base["path"], model_cfg, prefixes=parts)
+            values = {p.name: p for p in start.get_parameters()}
+            params = {p.name: p for p in model.get_parameters()}
+            for name in missing:
+                params[name].set_data(ms.Tensor(values[name].asnumpy()))
+        else:
+            if not Path(base).exists():
+                raise CheckpointError(f"{path}: holds {len(source.shapes)} of {len(shapes)} weights (the trained "
+                                      f"ones); the others come from its base weights '{base}', which do not exist "
+                                      "here")
+            load_weights(model, base, model_cfg, prefixes=prefixes)
+    params = {p.name: p for p in model.get_parameters()}
+    for name in source.shapes:
+        if name in shapes:
+            params[name].set_data(ms.Tensor(np.ascontiguousarray(source.get(name), dtype=np.float32)))
+    return ConversionReport()
 
 
 def load_weights(model, path, model_cfg, strict=True, prefixes=None):
     """Load any supported checkpoint into ``model`` tensor by tensor; raises CheckpointError naming what does not fit.
 
     ``prefixes`` (e.g. ``("unet.",)``) loads only those networks and ignores the checkpoint's other keys.
+    A training checkpoint (``step_*.ckpt``) loads the weights it holds, over those of the base it names.
     """
     source = TensorSource(path)
+    if source.training_base is not None:
+        return _load_training_checkpoint(model, source, model_cfg, prefixes)
     shapes = model_shapes(model)
     if prefixes:
         shapes = {k: v for k, v in shapes.items() if k.startswith(tuple(prefixes))}
@@ -381,18 +507,45 @@ def load_weights(model, path, model_cfg, strict=True, prefixes=None):
     return report
 
 
+# atomic_write's temporary files: hidden, named after their target, with a random tag. MindSpore's
+# save_checkpoint writes ``<name>.tmp`` first and renames it to ``<name>.ckpt``: both forms are ours.
+TEMPORARY = re.compile(r"^\.(?P<target>[^/]+)\.partial-[a-z0-9_]{8}\.(tmp|ckpt|safetensors)$")
+
+
 def atomic_write(path, write):
-    """Write through a temporary file in the same folder, then rename: no half-written checkpoint."""
+    """Write through a hidden temporary file in the same folder, flush it to disk, then rename: a crash
+    leaves the previous file (or none) and at most a ``.NAME.partial-XXXXXXXX.*`` file, never a
+    half-written ``path``. ``remove_stale_temporaries`` removes such leftovers."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.partial-", suffix=path.suffix)
     os.close(fd)
     try:
         write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for leftover in (tmp, os.path.splitext(tmp)[0] + ".tmp"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+
+
+def remove_stale_temporaries(folder):
+    """Delete ``atomic_write``'s leftovers in ``folder`` (a crash mid-save); returns their paths.
+
+    Only names of exactly that pattern are touched. Call it when no save into ``folder`` is running.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.iterdir() if TEMPORARY.match(p.name) and p.is_file())
+    for path in stale:
+        path.unlink()
+    return stale
 
 
 def save_tensors(state, path):

@@ -3,7 +3,9 @@ import sys
 
 from svd.checkpoint import CheckpointError
 
-USER_ERRORS = (FileNotFoundError, ValueError, KeyError, CheckpointError)
+# Problems with what the user gave (files, folders, values); anything else is a bug and keeps its traceback.
+USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError,
+               KeyError, CheckpointError)
 
 
 def run_cli(main):

@@ -25,12 +25,15 @@ def resolve_config_path(name_or_path):
 
 
 def load_config(name_or_path):
+    """A model YAML, its values checked (svd.schema.check_model_config): one-line errors name the file and key."""
+    from svd.schema import check_model_config, load_yaml
+
     path = resolve_config_path(name_or_path)
-    cfg = OmegaConf.load(path)
+    cfg = load_yaml(path, "model config")
     for section in REQUIRED_SECTIONS:
         if section not in cfg:
             raise KeyError(f"{path}: missing top-level section '{section}'")
-    return cfg
+    return check_model_config(cfg, path)
 
 
 def seed_weights(model, seed):

@@ -2,8 +2,9 @@
 
 A clip is ``num_frames`` frames taken every ``frame_stride`` frames from a random start,
 resized to cover ``height x width`` and centre-cropped; with ``crop`` a random patch of that
-(the same for every frame: an autoencoder learns as well from patches, at a fraction of the cost). Missing or undecodable videos are
-skipped (and counted), never fatal, as long as one video in the list can be read.
+(the same for every frame: an autoencoder learns as well from patches, at a fraction of the cost). Missing or
+undecodable videos are skipped (and counted), never fatal, as long as one video in the list can be read; a video
+shorter than its CSV ``length`` is re-measured and used with the frames it has.
 """
 import logging
 from pathlib import Path
@@ -21,16 +22,28 @@ def read_metadata(csv_path):
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"metadata CSV '{csv_path}' does not exist")
-    table = pd.read_csv(csv_path)
+    try:
+        table = pd.read_csv(csv_path)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{csv_path}: empty file; expected a header {','.join(CSV_COLUMNS)} and one row per video "
+                         "(svd_tools/make_metadata.py writes it)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"{csv_path}: not a readable CSV ({str(err).splitlines()[0]})") from None
     absent = [c for c in CSV_COLUMNS if c not in table.columns]
     if absent:
         raise ValueError(f"{csv_path}: missing column(s) {absent}; expected header {','.join(CSV_COLUMNS)}")
+    if table.empty:
+        raise ValueError(f"{csv_path}: lists no videos (only a header)")
     for column in ("length", "motion_bucket_id"):
         values = pd.to_numeric(table[column], errors="coerce")
         bad = table.index[values.isna()].tolist()
         if bad:
             raise ValueError(f"{csv_path}: column '{column}' must be numeric, bad value on data row {bad[0] + 1}")
         table[column] = values
+    negative = table.index[(table["length"] < 0) | (table["motion_bucket_id"] < 0)].tolist()
+    if negative:
+        raise ValueError(f"{csv_path}: 'length' and 'motion_bucket_id' must be >= 0, negative on data row "
+                         f"{negative[0] + 1}")
     return table
 
 
@@ -67,12 +80,29 @@ def read_frames(path, start, count, stride):
         capture.release()
 
 
+def count_frames(path):
+    """Frames that actually decode (the CSV's ``length`` may be wrong, container counts often are)."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            return 0
+        count = 0
+        while capture.grab():
+            count += 1
+        return count
+    finally:
+        capture.release()
+
+
 class VideoClips:
     """Random-access clips; ``clip(index, rng)`` returns a dict of float32 arrays."""
 
     def __init__(self, csv_path, num_frames, frame_stride, height, width, root=None, default_fps=25.0, crop=None):
         table = read_metadata(csv_path)
+        root_given = bool(root)
         root = Path(root) if root else Path(csv_path).resolve().parent
+        if root_given and not root.is_dir():
+            raise FileNotFoundError(f"data.root '{root}' (where {csv_path}'s videos are) is not a folder")
         span = (num_frames - 1) * frame_stride + 1
         long_enough = table["length"] >= span
         self.too_short = int((~long_enough).sum())
@@ -81,6 +111,11 @@ class VideoClips:
             raise ValueError(f"{csv_path}: no video has the {span} frames that num_frames={num_frames}, "
                              f"frame_stride={frame_stride} need")
         self.paths = [p if Path(p).is_absolute() else root / p for p in table["path"]]
+        if not any(Path(p).is_file() for p in self.paths):
+            raise FileNotFoundError(f"{csv_path}: none of its {len(self.paths)} videos exist (e.g. '{self.paths[0]}'; "
+                                    f"relative paths resolve against {'data.root' if root_given else 'the CSV folder'} "
+                                    f"'{root}')")
+        self.csv_path = csv_path
         self.lengths = table["length"].astype(int).tolist()
         self.motion = table["motion_bucket_id"].astype(np.float32).tolist()
         self.num_frames, self.stride, self.span = num_frames, frame_stride, span
@@ -89,6 +124,7 @@ class VideoClips:
         if self.crop and not (0 < self.crop[0] <= height and 0 < self.crop[1] <= width):
             raise ValueError(f"data.crop {list(self.crop)} must fit inside data.height x data.width {height}x{width}")
         self.unreadable = set()
+        self.measured = {}  # index -> frames that decode, for videos shorter than the CSV says
 
     def __len__(self):
         return len(self.paths)
@@ -99,8 +135,20 @@ class VideoClips:
         return len(self.unreadable)
 
     def _load(self, index, rng):
+        # The start is drawn against the CSV's length, then folded into the measured length when the video
+        # turned out shorter: the same draw and result whether or not this process measured it before (resume).
         start = int(rng.integers(0, self.lengths[index] - self.span + 1))
+        if index in self.measured:
+            start %= self.measured[index] - self.span + 1
         frames, fps = read_frames(self.paths[index], start, self.num_frames, self.stride)
+        if frames is None and index not in self.measured and Path(self.paths[index]).is_file():
+            real = count_frames(self.paths[index])
+            if self.span <= real < self.lengths[index]:
+                log.warning("'%s' has %d readable frames, not the %d its CSV row says; using %d", self.paths[index],
+                            real, self.lengths[index], real)
+                self.measured[index] = real
+                start %= real - self.span + 1
+                frames, fps = read_frames(self.paths[index], start, self.num_frames, self.stride)
         if frames is None:
             return None
         video = np.stack([resize_cover_crop(f, self.height, self.width) for f in frames])
@@ -118,13 +166,17 @@ class VideoClips:
         for offset in range(len(self)):
             candidate = (index + offset) % len(self)
             if candidate in self.unreadable:
+                # The draw a failed read consumed, so a later clip gets the same draws in a resumed run, which
+                # has not yet learnt that this video is unreadable.
+                rng.integers(0, self.lengths[candidate] - self.span + 1)
                 continue
             sample = self._load(candidate, rng)
             if sample is not None:
                 return sample
             self.unreadable.add(candidate)
             log.warning("skipping unreadable video '%s' (%d skipped so far)", self.paths[candidate], self.skipped)
-        raise RuntimeError(f"none of the {len(self)} videos in the metadata CSV could be read")
+        raise ValueError(f"{self.csv_path}: none of its {len(self)} videos could be read (missing, undecodable, or "
+                         f"shorter than the {self.span} frames a clip needs)")
 
 
 def epoch_order(num_items, seed, epoch):

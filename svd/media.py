@@ -4,7 +4,7 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from svd.resize import fit_image
 
@@ -13,13 +13,14 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 def read_image(path):
-    """The pixels of an image file as ``H x W x 3``: uint8, or uint16 for 16-bit greyscale."""
+    """The pixels of an image file as ``H x W x 3``: uint8, or uint16 for 16-bit greyscale; EXIF orientation applied."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image '{path}' does not exist")
     try:
         with Image.open(path) as img:
-            return pil_to_array(img)
+            # Phones store portrait photos as landscape pixels plus an EXIF orientation tag: apply it.
+            return pil_to_array(ImageOps.exif_transpose(img))
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"image '{path}' cannot be read as an image: {err}") from None
     except ValueError as err:
@@ -106,10 +107,32 @@ def output_kind(path):
     return kinds[suffix]
 
 
+def check_output(path, fps=None):
+    """The output's kind ('mp4', 'gif', 'frames'), after checking it can be written, before any work is done:
+    a file path that is not an existing folder, a frames folder that is not an existing file, a folder
+    we can write in, and a positive frame rate."""
+    from svd.schema import check_writable_folder
+
+    kind = output_kind(path)
+    path = Path(path)
+    if kind == "frames":
+        if path.exists() and not path.is_dir():
+            raise FileExistsError(f"output '{path}' is an existing file, where a folder of PNG frames would go "
+                                  "(give a .mp4/.gif file or another folder)")
+        check_writable_folder(path, "output folder")
+    else:
+        if path.is_dir():
+            raise IsADirectoryError(f"output '{path}' is an existing folder, expected a .{kind} file path")
+        check_writable_folder(path.parent, f"output '{path}': folder")
+    if fps is not None and not fps > 0:
+        raise ValueError(f"output '{path}': fps must be > 0, got {fps}")
+    return kind
+
+
 def write_video(frames, path, fps):
     """``frames``: ``(T, H, W, 3)`` floats in [0, 1]. A path without .mp4/.gif is a folder of PNGs."""
     path = Path(path)
-    kind = output_kind(path)
+    kind = check_output(path, fps)
     video = to_uint8(frames)
     if kind == "mp4":
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from svd.checkpoint import CheckpointError, load_weights
+from svd.checkpoint import CheckpointError, DamagedCheckpointError, load_weights
 from svd.config import CONFIG_DIR, REQUIRED_SECTIONS, build_model, load_config, resolve_config_path
 
 
@@ -88,6 +88,8 @@ def infer_and_load(path):
         model = build_model(configs[name], lazy=True)
         try:
             load_weights(model, path, configs[name].model)
+        except DamagedCheckpointError:
+            raise  # the file is bad, not the config
         except CheckpointError as err:
             errors[name] = str(err)
             return False
