@@ -191,9 +191,11 @@ def uninterrupted(clips_csv, tmp_path_factory):
     return run
 
 
-# When to kill: while a checkpoint is being written (its hidden partial file exists: mid-checkpoint, after
-# the step's log row), or once step 3's checkpoint exists (step 4 and its log row under way: mid-step).
-KILL_POINTS = {"mid-checkpoint": lambda out: out.is_dir() and any(p.name.startswith(".step_") for p in out.iterdir()),
+# When to kill: while step 2's checkpoint is being written (its hidden partial file exists: mid-checkpoint,
+# after the step's log row; the resume continues from step 1, inside an accumulation window), or once step 3's
+# checkpoint exists (step 4 and its log row under way: mid-step).
+KILL_POINTS = {"mid-checkpoint": lambda out: out.is_dir() and any(p.name.startswith(".step_00000002.ckpt.partial-")
+                                                                  for p in out.iterdir()),
                "mid-step": lambda out: (out / "step_00000003.ckpt").exists()}
 # Graph mode compiles in each of the three processes: about 29 minutes on 2 busy CPU cores (passed, bit-exact,
 # killed mid-checkpoint). Opt in with SVD_SLOW_TESTS=1.
