@@ -110,8 +110,6 @@ def starting_model(cfg, args, model_cfg):
     base = f"random:{init.random_seed}"
     if init.get("load"):
         parts = tuple(f"{part}." for part in init.load.parts)
-        if not Path(init.load.path).is_file():
-            raise FileNotFoundError(f"init.load.path '{init.load.path}' does not exist (train that stage first)")
         load_model_weights(model, init.load.path, model_cfg.model, prefixes=parts)
         base += f"+{init.load.path}[{','.join(init.load.parts)}]"
     return model, base
