@@ -41,9 +41,11 @@ def parse_args(argv=None):
     weights.add_argument("--checkpoint", help="weights: .safetensors/.ckpt (ours or Stability's) or a diffusers folder")
     weights.add_argument("--random-weights", action="store_true", help="seeded random weights (demo and smoke tests)")
     p.add_argument("--image", default="assets/demo.png", help="any size; fitted by --resize")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (refused otherwise)")
     p.add_argument("--resize", choices=RESIZE_MODES, default="cover",
                    help="cover: scale and centre-crop (default); stretch: scale each axis, nothing cut")
-    p.add_argument("--output", default="outputs/video.mp4", help=".mp4, .gif, or a folder for PNG frames")
+    p.add_argument("--output", nargs="+", default=["outputs/video.mp4"],
+                   help="one or more of: .mp4, .gif, a folder for PNG frames (all of the same video)")
     for name, kind in (("num_frames", int), ("num_steps", int), ("height", int), ("width", int), ("fps", int),
                        ("motion_bucket_id", int), ("noise_aug_strength", float), ("decode_chunk_size", int),
                        ("min_guidance_scale", float), ("max_guidance_scale", float)):
@@ -99,7 +101,10 @@ def check_arguments(args):
             raise FileNotFoundError(f"--lora '{path}' does not exist")
     if args.merge_lora and not loras:
         raise ValueError("--merge-lora needs at least one --lora FILE[:SCALE]")
-    check_output(args.output, args.fps)
+    if len(set(args.output)) < len(args.output):
+        raise ValueError(f"--output names the same path twice: {' '.join(args.output)}")
+    for output in args.output:
+        check_output(output, args.fps, args.overwrite)
     return loras
 
 
@@ -176,8 +181,9 @@ def main(argv=None):
         frames = long_video(args, pipe, image, options)
     else:
         frames = pipe(image, options, resize_mode=args.resize, progress=not args.no_progress)
-    out = write_video(frames, args.output, options.fps)
-    print(f"wrote {len(frames)} frames ({options.height}x{options.width}) to {out}")
+    for output in args.output:
+        out = write_video(frames, output, options.fps)
+        print(f"wrote {len(frames)} frames ({options.height}x{options.width}) to {out}")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ import sys
 from svd.checkpoint import CheckpointError
 
 # Problems with what the user gave (files, folders, values); anything else is a bug and keeps its traceback.
+# FloatingPointError: sampling went non-finite (svd.diffusion.NonFiniteSampleError names the step and causes).
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError,
-               KeyError, CheckpointError)
+               KeyError, CheckpointError, FloatingPointError)
 
 
 def run_cli(main):

@@ -60,15 +60,28 @@ def euler_edm_sample(denoise, noise, sigmas, progress=True, callback=None):
 
     ``denoise(x, sigma)`` returns the (guided) x0 estimate; the last step lands on D.
     ``callback(step, sigma, x)`` runs after each step and returns the ``x`` to continue from.
+    A NaN or infinite estimate stops sampling at once (NonFiniteSampleError) instead of a black video.
     """
     x = noise * math.sqrt(1.0 + float(sigmas[0]) ** 2)
     for i in tqdm(range(len(sigmas) - 1), desc="sampling", disable=not progress):
         sigma = float(sigmas[i])
         denoised = denoise(x, sigma)
+        if not bool(ops.isfinite(denoised).all()):
+            raise NonFiniteSampleError(i, len(sigmas) - 1, sigma)
         x = x + (float(sigmas[i + 1]) - sigma) * ((x - denoised) / sigma)
         if callback is not None:
             x = callback(i, sigma, x)
     return x
+
+
+class NonFiniteSampleError(FloatingPointError):
+    """The denoiser returned NaN/Inf: the message names the step and the usual causes."""
+
+    def __init__(self, step, steps, sigma):
+        super().__init__(f"sampling step {step + 1}/{steps} (sigma {sigma:.4g}) gave NaN/Inf values: with --fp16 "
+                         "the UNet overflowed (run without --fp16); otherwise the weights are damaged or do not "
+                         "belong to this config, or a guidance scale / micro-conditioning value is far outside "
+                         "training")
 
 
 def sample_training_sigmas(rng, num_videos, num_frames, p_mean, p_std):

@@ -1,5 +1,6 @@
 """Reading conditioning images (files, PIL images, arrays) and writing videos (mp4 via libx264, gif, PNG frames)."""
 import os
+import sys
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -35,7 +36,20 @@ def pil_to_array(img):
     if img.mode in ("I", "F"):
         raise ValueError(f"PIL image mode '{img.mode}' has no fixed value range: convert it to 'RGB' or pass "
                          "a uint16 or [0, 1] float array")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        return flatten_alpha(img.convert("RGBA"))
     return np.asarray(img.convert("RGB"))
+
+
+def flatten_alpha(img):
+    """RGB of an RGBA image composited over white, as a viewer shows it (dropping alpha would reveal whatever
+    colour the transparent pixels happen to store, often black); says so when any pixel is see-through."""
+    rgba = np.asarray(img).astype(np.float32)
+    alpha = rgba[..., 3:] / 255.0
+    if (alpha < 1.0).any():
+        print(f"note: the image has transparent pixels ({(alpha[..., 0] < 1.0).mean():.0%}); they are composited "
+              "over white", file=sys.stderr)
+    return (rgba[..., :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
 
 
 def unit_rgb(array, label="image"):
@@ -107,10 +121,11 @@ def output_kind(path):
     return kinds[suffix]
 
 
-def check_output(path, fps=None):
+def check_output(path, fps=None, overwrite=True):
     """The output's kind ('mp4', 'gif', 'frames'), after checking it can be written, before any work is done:
     a file path that is not an existing folder, a frames folder that is not an existing file, a folder
-    we can write in, and a positive frame rate."""
+    we can write in, and a positive frame rate. ``overwrite`` False also refuses an existing video file or a
+    folder that already holds frames (the command-line tools replace them only when told to)."""
     from svd.schema import check_writable_folder
 
     kind = output_kind(path)
@@ -119,10 +134,14 @@ def check_output(path, fps=None):
         if path.exists() and not path.is_dir():
             raise FileExistsError(f"output '{path}' is an existing file, where a folder of PNG frames would go "
                                   "(give a .mp4/.gif file or another folder)")
+        if not overwrite and path.is_dir() and any(path.glob("frame_*.png")):
+            raise FileExistsError(f"output folder '{path}' already holds frames; pass --overwrite to replace them")
         check_writable_folder(path, "output folder")
     else:
         if path.is_dir():
             raise IsADirectoryError(f"output '{path}' is an existing folder, expected a .{kind} file path")
+        if not overwrite and path.exists():
+            raise FileExistsError(f"output '{path}' exists; pass --overwrite to replace it")
         check_writable_folder(path.parent, f"output '{path}': folder")
     if fps is not None and not fps > 0:
         raise ValueError(f"output '{path}': fps must be > 0, got {fps}")

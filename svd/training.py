@@ -9,7 +9,7 @@ import re
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, Tensor, mint, nn, ops
 
 from svd.clip import resize_operators
 from svd.data import epoch_order
@@ -162,12 +162,20 @@ class AutoencoderLoss(nn.Cell):
         return mse + self.kl_weight * kl / (c * h * w)
 
 
+def global_norm(grads):
+    """``sqrt(sum of squares)`` over all gradients as the norm of the per-tensor norms: one kernel per
+    tensor (a per-tensor square/sum/cast chain is most of a small model's PyNative step). It is inf or
+    NaN exactly when some gradient is, or when the norm exceeds float32 (a step to skip either way)."""
+    return ops.norm(ops.stack([ops.norm(g) for g in grads]))
+
+
 class TrainStep(nn.Cell):
     """Loss-scaled gradients, accumulation, all-reduce, global-norm clipping, AdamW, EMA.
 
     The optimizer runs every ``accumulation_steps`` calls and is skipped when any gradient in the
     window overflowed; the dynamic loss scale halves on overflow and doubles after
-    ``scale_window`` clean steps.
+    ``scale_window`` clean steps. Without accumulation the gradients go straight to the update
+    (no accumulator copies), scaled once by the product of unscaling and clipping factors.
     """
 
     def __init__(self, loss_net, optimizer, accumulation_steps=1, clip_norm=0.0, loss_scale=1.0,
@@ -178,12 +186,14 @@ class TrainStep(nn.Cell):
         self.weights = optimizer.parameters
         self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
         self.accumulation_steps = accumulation_steps
-        self.accumulated = self.weights.clone(prefix="accumulated", init="zeros")
+        if accumulation_steps > 1:
+            self.accumulated = self.weights.clone(prefix="accumulated", init="zeros")
         self.micro_step = Parameter(Tensor(0, ms.int32), name="micro_step", requires_grad=False)
         self.window_overflow = Parameter(Tensor(0.0, ms.float32), name="window_overflow", requires_grad=False)
         self.loss_scale = Parameter(Tensor(loss_scale, ms.float32), name="loss_scale", requires_grad=False)
         self.clean_steps = Parameter(Tensor(0, ms.int32), name="clean_steps", requires_grad=False)
         self.dynamic_loss_scale = dynamic_loss_scale
+        self.unit_scale = loss_scale == 1.0 and not dynamic_loss_scale  # gradients need no unscaling
         self.scale_factor = scale_factor
         self.scale_window = scale_window
         self.clip_norm = clip_norm
@@ -202,14 +212,17 @@ class TrainStep(nn.Cell):
         ops.assign(self.clean_steps, ops.select(grow, ops.zeros_like(clean), clean))
         return ops.assign(self.loss_scale, scale)
 
-    def _apply(self):
-        grads = tuple(self.accumulated)
-        if self.clip_norm > 0:
-            grads = ops.clip_by_global_norm(grads, self.clip_norm)
+    def _apply(self, grads, divisor, unit=False):
+        """One optimizer update from ``grads / divisor``, clipped to ``clip_norm``; ``unit``: divisor is 1."""
+        if self.clip_norm > 0 or not unit:
+            factor = 1.0 / divisor
+            if self.clip_norm > 0:
+                factor = factor * self.clip_norm / ops.maximum(global_norm(grads) * factor, self.clip_norm)
+            grads = tuple(g * factor for g in grads)
         updated = self.optimizer(grads)
         if self.ema_decay > 0:
             for ema, weight in zip(self.ema, self.weights):
-                updated = ops.depend(updated, ops.assign(ema, ema * self.ema_decay + weight * (1.0 - self.ema_decay)))
+                updated = ops.depend(updated, ops.assign(ema, mint.lerp(ema, weight, 1.0 - self.ema_decay)))
         return updated
 
     def construct(self, *inputs):
@@ -218,20 +231,23 @@ class TrainStep(nn.Cell):
         grads = self.grad(self.loss_net, self.weights)(*inputs, sens)
         if self.distributed:
             grads = self.reducer(grads)
-        finite = ops.stack([ops.isfinite(g).all() for g in grads]).all()
-        overflow = ops.logical_not(finite)
-        inverse = 1.0 / (self.loss_scale * self.accumulation_steps)
-        for acc, g in zip(self.accumulated, grads):
-            loss = ops.depend(loss, ops.assign_add(acc, ops.select(finite, g * inverse, ops.zeros_like(g))))
-        loss = ops.depend(loss, ops.assign(self.window_overflow,
-                                           ops.maximum(self.window_overflow, overflow.astype(ms.float32))))
+        overflow = ops.logical_not(ops.isfinite(global_norm(grads)))
         loss = ops.depend(loss, ops.assign_add(self.micro_step, Tensor(1, ms.int32)))
-        if self.micro_step % self.accumulation_steps == 0:
-            if self.window_overflow < 0.5:
-                loss = ops.depend(loss, self._apply())
-            for acc in self.accumulated:
-                loss = ops.depend(loss, ops.assign(acc, ops.zeros_like(acc)))
-            loss = ops.depend(loss, ops.assign(self.window_overflow, Tensor(0.0, ms.float32)))
+        if self.accumulation_steps == 1:
+            if not overflow:
+                loss = ops.depend(loss, self._apply(grads, self.loss_scale, self.unit_scale))
+        else:
+            inverse = 1.0 / (self.loss_scale * self.accumulation_steps)
+            for acc, g in zip(self.accumulated, grads):
+                loss = ops.depend(loss, ops.assign_add(acc, ops.select(overflow, ops.zeros_like(g), g * inverse)))
+            loss = ops.depend(loss, ops.assign(self.window_overflow,
+                                               ops.maximum(self.window_overflow, overflow.astype(ms.float32))))
+            if self.micro_step % self.accumulation_steps == 0:
+                if self.window_overflow < 0.5:
+                    loss = ops.depend(loss, self._apply(tuple(self.accumulated), 1.0, True))
+                for acc in self.accumulated:
+                    loss = ops.depend(loss, ops.assign(acc, ops.zeros_like(acc)))
+                loss = ops.depend(loss, ops.assign(self.window_overflow, Tensor(0.0, ms.float32)))
         if self.dynamic_loss_scale:
             loss = ops.depend(loss, self._update_loss_scale(overflow))
         return loss, overflow, self.loss_scale

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 import svd  # noqa: F401  (sets the oneDNN ISA before MindSpore is imported)
+import numpy as np
 from omegaconf import OmegaConf
 
 from svd.checkpoint import (DIFFUSERS_FILES, CheckpointError, TensorSource, convert_from_ours, convert_to_ours,
@@ -40,8 +41,20 @@ def parse_args(argv=None):
     p.add_argument("--to", choices=["mindspore", "stability", "mindone", "diffusers"], default="mindspore")
     p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
                    help="merge this LoRA at SCALE (default 1) into the weights written; repeatable")
+    p.add_argument("--dtype", choices=sorted(DTYPES), help="store floating-point tensors in this precision "
+                   "(default: as read); fp16 halves a file, e.g. the shipped toy model")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (never the input itself)")
     return p.parse_args(argv)
+
+
+DTYPES = {"fp32": np.float32, "fp16": np.float16}
+
+
+def cast_floats(tensors, dtype):
+    """``tensors`` with every floating-point array in ``dtype`` (a key of DTYPES; None keeps them)."""
+    if dtype is None:
+        return tensors
+    return {k: v.astype(DTYPES[dtype]) if v.dtype.kind == "f" else v for k, v in tensors.items()}
 
 
 def _written_files(output, target):
@@ -86,11 +99,12 @@ def check_output(source, output, target="mindspore", overwrite=False):
     check_output_file(output, "--output", overwrite)
 
 
-def convert(config, source, output, target="mindspore", loras=(), overwrite=False):
+def convert(config, source, output, target="mindspore", loras=(), overwrite=False, dtype=None):
     """Returns the conversion report; raises CheckpointError if the weights or a LoRA do not fit the config.
 
     ``loras``: ``(path, scale)`` pairs merged into the weights before they are written. An existing
-    ``output`` is an error unless ``overwrite`` (and always when it is ``source``).
+    ``output`` is an error unless ``overwrite`` (and always when it is ``source``). ``dtype`` ('fp16',
+    'fp32') stores the floating-point tensors in that precision.
     """
     cfg = load_config(config)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -115,6 +129,7 @@ def convert(config, source, output, target="mindspore", loras=(), overwrite=Fals
         raise CheckpointError(f"{source} ({layout} layout) does not match config '{config}': {report.summary()}")
     for lora, scale in lora_files:
         merge_lora(ours, lora, scale)
+    ours = cast_floats(ours, dtype)
     if target == "mindspore":
         save_tensors(ours, output)
     elif target == "diffusers":
@@ -134,7 +149,7 @@ def main(argv=None):
         if not Path(path).is_file():
             raise FileNotFoundError(f"--lora '{path}' does not exist")
     layout, report = convert(args.config, args.input, args.output, args.to,
-                             [parse_lora_spec(spec) for spec in args.lora], args.overwrite)
+                             [parse_lora_spec(spec) for spec in args.lora], args.overwrite, args.dtype)
     print(f"{args.input} ({layout}) -> {args.output} ({args.to}): {report.summary()}; "
           f"{len(report.ignored)} source tensors ignored by design")
     for key in report.ignored[:10]:

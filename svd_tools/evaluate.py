@@ -86,11 +86,14 @@ def summarise(rows):
 
 
 def markdown(result):
-    ae, gen = result["autoencoder"], result["generation"]["mean"]
+    ae = result["autoencoder"]
     lines = ["| autoencoder, held-out frames | PSNR dB | SSIM |", "|---|---|---|",
              f"| ours ({ae['frames']} frames) | {ae['psnr']:.2f} | {ae['ssim']:.3f} |",
-             f"| 8x bicubic down/up | {ae['baseline_psnr']:.2f} | {ae['baseline_ssim']:.3f} |", "",
-             "| video from a held-out first frame | frame-0 PSNR dB | mean abs frame diff | mean flow px "
+             f"| 8x bicubic down/up | {ae['baseline_psnr']:.2f} | {ae['baseline_ssim']:.3f} |"]
+    if "generation" not in result:
+        return "\n".join(lines) + "\n"
+    gen = result["generation"]["mean"]
+    lines += ["", "| video from a held-out first frame | frame-0 PSNR dB | mean abs frame diff | mean flow px "
              "| warping error |", "|---|---|---|---|---|"]
     for kind, label in (("generated", "ours"), ("real", "real continuation"), ("random_weights", "random weights")):
         g = gen[kind]
@@ -100,7 +103,7 @@ def markdown(result):
     return "\n".join(lines) + "\n"
 
 
-def evaluate(checkpoint, config, csv_path, seed=0, max_clips=None, num_steps=None):
+def evaluate(checkpoint, config, csv_path, seed=0, max_clips=None, num_steps=None, generation=True):
     cfg = load_config(config)
     options = SamplingOptions.from_config(cfg.sampling, seed=seed, num_steps=num_steps)
     model = build_model(cfg, lazy=True)
@@ -109,6 +112,8 @@ def evaluate(checkpoint, config, csv_path, seed=0, max_clips=None, num_steps=Non
     clips = heldout_clips(csv_path, options.height, options.width)[:max_clips]
     result = {"checkpoint": str(checkpoint), "config": str(config), "data": str(csv_path),
               "autoencoder": autoencoder_scores(model, clips, options.decode_chunk_size)}
+    if not generation:
+        return result
     rows = generation_scores(ImageToVideoPipeline(model), ImageToVideoPipeline(build_model(cfg, seed=seed)),
                              clips, options)
     result["generation"] = {"clips": rows, "mean": summarise(rows)}
@@ -124,8 +129,10 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-clips", type=int, help="score only the first N held-out clips (quick checks)")
     p.add_argument("--num-steps", type=int, help="sampling steps (default: the config's)")
+    p.add_argument("--autoencoder-only", action="store_true", help="score the VAE only (a stage-1 checkpoint)")
     args = p.parse_args(argv)
-    result = evaluate(args.checkpoint, args.config, args.data, args.seed, args.max_clips, args.num_steps)
+    result = evaluate(args.checkpoint, args.config, args.data, args.seed, args.max_clips, args.num_steps,
+                      not args.autoencoder_only)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))

@@ -55,6 +55,9 @@ def files(tmp_path_factory, tiny_model, clips_csv):
     (d / "short.csv").write_text(header + f"{Path(clips_csv).parent / 'bikes.mp4'},3,3\n")
     (d / "afile").write_text("a file, not a folder")
     (d / "a.mp4").mkdir()
+    (d / "old.mp4").write_bytes(b"an earlier video")
+    (d / "oldframes").mkdir()
+    (d / "oldframes" / "frame_0000.png").write_bytes(b"an earlier frame")
     (d / "previous").mkdir()
     (d / "previous" / "step_00000004.ckpt").write_bytes(b"x")
     (d / "ckpt_dir.ckpt").write_bytes(b"x")
@@ -258,6 +261,9 @@ I2V_CASES = {
     "output file is a folder": (["--output", "{a_mp4}"], ["a.mp4' is an existing folder, expected a .mp4 file"]),
     "output under a file": (["--output", "{afile}/v.mp4"], ["afile' is an existing file, not a folder"]),
     "output in an unwritable folder": (["--output", "/proc/v.mp4"], ["cannot write in '/proc'"]),
+    "output exists": (["--output", "{old_mp4}"], ["old.mp4' exists; pass --overwrite to replace it"]),
+    "output frames folder holds frames": (["--output", "{oldframes}"], ["oldframes' already holds frames; pass "
+                                                                       "--overwrite"]),
     "checkpoint missing": (["--checkpoint", "{out}/none.safetensors"], ["--checkpoint", "none.safetensors' does not "
                                                                        "exist"]),
     "checkpoint empty": (["--checkpoint", "{empty_safetensors}"], ["empty.safetensors: not a safetensors file (empty"]),

@@ -145,3 +145,20 @@ def test_load_only_the_unet(tiny_cfg, tmp_path):
     for p in target.get_parameters():
         expected = state[p.name] if p.name.startswith("unet.") else before[p.name]
         assert np.array_equal(p.asnumpy(), expected), p.name
+
+
+def test_dtype_fp16_halves_the_file_and_loads_back(tiny_model, tiny_cfg, tmp_path):
+    """--dtype fp16 stores every float tensor in half precision; loading widens them to the model's fp32."""
+    from svd.checkpoint import save_tensors
+    state = {p.name: p.asnumpy() for p in tiny_model.get_parameters()}
+    save_tensors(state, tmp_path / "full.safetensors")
+    main(["--config", "svd_tiny", "--input", str(tmp_path / "full.safetensors"), "--output",
+          str(tmp_path / "half.safetensors"), "--dtype", "fp16"])
+    half = load_file(str(tmp_path / "half.safetensors"))
+    assert {v.dtype for v in half.values()} == {np.dtype(np.float16)}
+    assert (tmp_path / "half.safetensors").stat().st_size < 0.55 * (tmp_path / "full.safetensors").stat().st_size
+    model = build_model(tiny_cfg, lazy=True)
+    load_weights(model, tmp_path / "half.safetensors", tiny_cfg.model)
+    for p in model.get_parameters():
+        assert p.dtype == tiny_model.parameters_dict()[p.name].dtype
+        np.testing.assert_array_equal(p.asnumpy(), state[p.name].astype(np.float16).astype(np.float32))

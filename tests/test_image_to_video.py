@@ -25,6 +25,53 @@ def test_writes_gif_and_png_frames(tmp_path):
     assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_{i:04d}.png" for i in range(3)]
 
 
+def test_several_outputs_and_overwrite(tmp_path):
+    """One run writes every --output; an existing output is replaced only with --overwrite."""
+    outputs = [str(tmp_path / "v.mp4"), str(tmp_path / "v.gif")]
+    image_to_video.main(ROOT_ARGS + ["--random-weights", "--output", *outputs])
+    gif = iio.imread(outputs[1])
+    assert gif.shape[:3] == (3, 64, 128) and iio.imread(outputs[0], plugin="FFMPEG").shape[:3] == (3, 64, 128)
+    with pytest.raises(FileExistsError, match="v.mp4' exists; pass --overwrite to replace it"):
+        image_to_video.main(ROOT_ARGS + ["--random-weights", "--output", *outputs])
+    with pytest.raises(ValueError, match="--output names the same path twice"):
+        image_to_video.main(ROOT_ARGS + ["--random-weights", "--output", outputs[1], outputs[1]])
+    image_to_video.main(ROOT_ARGS + ["--random-weights", "--seed", "7", "--overwrite", "--output", *outputs])
+    assert not np.array_equal(iio.imread(outputs[1]), gif)
+
+
+def test_sampling_that_goes_non_finite_names_the_step():
+    from mindspore import Tensor
+    from svd.diffusion import NonFiniteSampleError, euler_edm_sample
+    calls = []
+
+    def denoise(x, sigma):
+        calls.append(sigma)
+        return x * (np.nan if len(calls) == 3 else 0.5)
+    with pytest.raises(NonFiniteSampleError, match=r"sampling step 3/4 \(sigma .*\) gave NaN/Inf values: with --fp16"):
+        euler_edm_sample(denoise, Tensor(np.ones((1, 2, 2, 2), np.float32)), edm_sigmas(4), progress=False)
+    assert len(calls) == 3
+
+
+def test_transparent_pixels_are_composited_over_white(tmp_path, capsys):
+    from PIL import Image
+    from svd.media import read_image
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:2, ..., 3] = 255
+    rgba[2:, ..., 3] = 0  # transparent pixels that store black-ish red
+    rgba[3, 3, 3] = 128
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    got = read_image(tmp_path / "a.png")
+    assert got.dtype == np.uint8 and got.shape == (4, 4, 3)
+    np.testing.assert_array_equal(got[0, 0], [200, 0, 0])
+    np.testing.assert_array_equal(got[2, 0], [255, 255, 255])
+    np.testing.assert_array_equal(got[3, 3], [227, 127, 127])  # 200 * 128/255 + 255 * 127/255 = 227.4
+    assert "transparent pixels (50%); they are composited over white" in capsys.readouterr().err
+    Image.fromarray(rgba[..., :3], "RGB").save(tmp_path / "b.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "b.png"), rgba[..., :3])
+    assert capsys.readouterr().err == ""
+
+
 def test_unreadable_image(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
