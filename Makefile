@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (image -> video with the tiny model) and `make test`.
+# Two entry points: `make demo` (the shipped toy model animates a held-out photo) and `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,7 +16,7 @@ install-test: $(BIN)/python
 	$(BIN)/pip install -q -e ".[reference,test]"
 
 demo: install
-	$(BIN)/python image_to_video.py --config svd_tiny --random-weights --image assets/demo.png --output outputs/demo.mp4
+	$(BIN)/python -m svd_tools.demo --output outputs/demo.mp4 outputs/demo.gif
 
 test: install-test
 	$(BIN)/python -m pytest -q

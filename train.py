@@ -1,5 +1,6 @@
 """Train SVD on your videos (MindSpore graph mode by default): fine-tune its temporal layers, or train
-the autoencoder (`train.trainable: vae`) and the UNet (`unet`, `unet+image_encoder`) from scratch.
+the autoencoder (`train.trainable: vae`, or `vae_decoder` over a fixed latent space) and the UNet
+(`unet`, `unet+image_encoder`) from scratch.
 
     python train.py --config configs/train_tiny.yaml --random-weights data.csv=clips/metadata.csv
     python train.py --config configs/svd_train.yaml --checkpoint svd.safetensors data.csv=clips/metadata.csv
@@ -33,8 +34,8 @@ from svd.runtime import set_mode
 from svd.schema import apply_overrides, check_size_multiple, check_train_config, check_writable_folder, load_yaml
 from svd.sink import sink_dataset
 from svd.train_state import CheckpointManager
-from svd.training import (AutoencoderLoss, DiffusionLoss, InterpolationLoss, TrainStep, cosine_schedule,
-                          interpolation_step_inputs, latent_scale, select_trainable, step_inputs)
+from svd.training import (AUTOENCODER_CHOICES, AutoencoderLoss, DiffusionLoss, InterpolationLoss, TrainStep,
+                          cosine_schedule, interpolation_step_inputs, latent_scale, select_trainable, step_inputs)
 from svd.training_log import TrainingLog
 
 PRECISIONS = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
@@ -74,7 +75,7 @@ def check_paths(args, cfg):
     check_writable_folder(cfg.checkpoint.dir, "checkpoint.dir")
     model = load_config(cfg.model_config).model  # a valid model config, and clip sizes that fit it
     multiple = 2 ** (len(model.vae.ch_mult) - 1)
-    if cfg.train.trainable != "vae":
+    if cfg.train.trainable not in AUTOENCODER_CHOICES:
         multiple *= 2 ** (len(model.unet.channel_mult) - 1)
     check_size_multiple(cfg, multiple, args.config)
 
@@ -127,7 +128,7 @@ def build_training(cfg, args, world_size, clips):
             raise ValueError(f"train.trainable: lora needs a 'lora' section (rank, alpha, targets) in {args.config}")
         add_lora(model, lora.get("rank"), lora.get("alpha"), lora.get("targets"), seed=cfg.train.seed)
     trainable = select_trainable(model, trainable_choice)
-    if trainable_choice != "vae" and cfg.train.get("latent_scale") == "auto":
+    if trainable_choice not in AUTOENCODER_CHOICES and cfg.train.get("latent_scale") == "auto":
         model.scale_factor = latent_scale(model, clips)
         print(f"latent scale factor: {model.scale_factor:.6f} (1 / std of the posterior means)")
     precision = cfg.train.precision
@@ -144,7 +145,7 @@ def build_training(cfg, args, world_size, clips):
     optimizer = nn.AdamWeightDecay(trainable, learning_rate=rates, beta1=opt.betas[0], beta2=opt.betas[1],
                                    eps=opt.eps, weight_decay=opt.weight_decay)
     t = cfg.train
-    if trainable_choice == "vae":
+    if trainable_choice in AUTOENCODER_CHOICES:
         loss = AutoencoderLoss(model, t.get("kl_weight", 1e-6))
     else:
         loss_class = DiffusionLoss
@@ -185,7 +186,7 @@ def run_steps(cfg, train_step, clips, model, start, rank, world, log):
     d, t = cfg.data, cfg.train
     make = lambda s: step_inputs(clips, s, d.batch_size, t.seed, rank, world, cfg.noise, model.latent_channels,
                                  model.downscale, t.get("cond_dropout", 0.0))
-    if is_interpolation_model(model) and t.trainable != "vae":
+    if is_interpolation_model(model) and t.trainable not in AUTOENCODER_CHOICES:
         make = lambda s: interpolation_step_inputs(clips, s, d.batch_size, t.seed, rank, world, cfg.noise,
                                                    model.latent_channels, model.downscale, t.get("cond_dropout", 0.0),
                                                    OmegaConf.select(cfg, "interpolation.min_keyframes"))

@@ -113,11 +113,12 @@ def to_uint8(frames):
 
 
 def output_kind(path):
-    """'mp4', 'gif' or 'frames' (a folder); checked before any work is done."""
+    """'mp4', 'gif', 'strip' (one .png of every frame side by side) or 'frames' (a folder of PNGs); checked
+    before any work is done."""
     suffix = Path(path).suffix
-    kinds = {".mp4": "mp4", ".gif": "gif", "": "frames"}
+    kinds = {".mp4": "mp4", ".gif": "gif", ".png": "strip", "": "frames"}
     if suffix not in kinds:
-        raise ValueError(f"output '{path}': expected a .mp4 or .gif file or a folder for PNG frames")
+        raise ValueError(f"output '{path}': expected a .mp4 or .gif file, a .png strip or a folder for PNG frames")
     return kinds[suffix]
 
 
@@ -149,7 +150,8 @@ def check_output(path, fps=None, overwrite=True):
 
 
 def write_video(frames, path, fps):
-    """``frames``: ``(T, H, W, 3)`` floats in [0, 1]. A path without .mp4/.gif is a folder of PNGs."""
+    """``frames``: ``(T, H, W, 3)`` floats in [0, 1]. A .png path gets the frames side by side; a path
+    without a suffix is a folder of PNGs."""
     path = Path(path)
     kind = check_output(path, fps)
     video = to_uint8(frames)
@@ -159,6 +161,9 @@ def write_video(frames, path, fps):
     elif kind == "gif":
         path.parent.mkdir(parents=True, exist_ok=True)
         iio.imwrite(path, video, plugin="pillow", duration=1000.0 / fps, loop=0)
+    elif kind == "strip":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(path, np.concatenate(list(video), axis=1))
     else:
         path.mkdir(parents=True, exist_ok=True)
         for i, frame in enumerate(video):

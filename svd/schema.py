@@ -137,7 +137,8 @@ def either(*rules, **flags):
     return Rule(expect, check, **flags)
 
 
-TRAINABLE_CHOICES = ("temporal", "unet", "unet+image_encoder", "vae", "lora", "interpolation")  # svd.training
+TRAINABLE_CHOICES = ("temporal", "unet", "unet+image_encoder", "vae", "vae_decoder", "lora",  # svd.training
+                     "interpolation")
 PARTS = ("unet", "vae", "image_encoder")
 
 TRAIN_SCHEMA = {

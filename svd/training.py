@@ -19,17 +19,22 @@ from svd.lora import is_lora_parameter
 from svd.model import micro_conditioning
 
 TEMPORAL_PARAMETER = re.compile(r"(^|\.)(time_stack|time_mixer|time_pos_embed)\.")
-# What each `train.trainable` choice trains; everything else is frozen. "vae" selects the autoencoder loss.
+# What each `train.trainable` choice trains; everything else is frozen. "vae" and "vae_decoder" select the
+# autoencoder loss (AUTOENCODER_CHOICES).
 TRAINABLE = {
     "temporal": lambda name: name.startswith("unet.") and bool(TEMPORAL_PARAMETER.search(name)),
     "unet": lambda name: name.startswith("unet."),
     "unet+image_encoder": lambda name: name.startswith(("unet.", "image_encoder.")),
     "vae": lambda name: name.startswith("vae."),
+    "vae_decoder": lambda name: name.startswith("vae.decoder."),  # the latent space (encoder) stays as it is
     "lora": is_lora_parameter,  # the adapters train.py adds from the `lora` section (svd.lora)
 }
 # The keyframe-interpolation model (svd.interpolation) from base weights: the temporal layers and the input
 # convolution, whose mask-channel weights start at zero.
 TRAINABLE["interpolation"] = lambda name: TRAINABLE["temporal"](name) or name.startswith("unet.input_blocks.0.0.")
+
+
+AUTOENCODER_CHOICES = ("vae", "vae_decoder")
 
 
 def select_trainable(model, trainable="temporal"):
@@ -174,8 +179,13 @@ class TrainStep(nn.Cell):
 
     The optimizer runs every ``accumulation_steps`` calls and is skipped when any gradient in the
     window overflowed; the dynamic loss scale halves on overflow and doubles after
-    ``scale_window`` clean steps. Without accumulation the gradients go straight to the update
-    (no accumulator copies), scaled once by the product of unscaling and clipping factors.
+    ``scale_window`` clean steps.
+
+    Two equivalent forms: in PyNative without accumulation the gradients go straight to the update
+    (``direct``: one norm kernel per gradient for the overflow check and clipping, no accumulator
+    copies; a small model's step spent a quarter of its time in those per-tensor op chains). Graph
+    mode, and accumulation, go through accumulator parameters: a compiled branch that consumes the
+    gradients themselves made MindSpore 2.10's CPU compile of the tiny train step grow past 22 GB.
     """
 
     def __init__(self, loss_net, optimizer, accumulation_steps=1, clip_norm=0.0, loss_scale=1.0,
@@ -186,7 +196,8 @@ class TrainStep(nn.Cell):
         self.weights = optimizer.parameters
         self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
         self.accumulation_steps = accumulation_steps
-        if accumulation_steps > 1:
+        self.direct = accumulation_steps == 1 and ms.get_context("mode") == ms.PYNATIVE_MODE
+        if not self.direct:
             self.accumulated = self.weights.clone(prefix="accumulated", init="zeros")
         self.micro_step = Parameter(Tensor(0, ms.int32), name="micro_step", requires_grad=False)
         self.window_overflow = Parameter(Tensor(0.0, ms.float32), name="window_overflow", requires_grad=False)
@@ -212,18 +223,30 @@ class TrainStep(nn.Cell):
         ops.assign(self.clean_steps, ops.select(grow, ops.zeros_like(clean), clean))
         return ops.assign(self.loss_scale, scale)
 
-    def _apply(self, grads, divisor, unit=False):
-        """One optimizer update from ``grads / divisor``, clipped to ``clip_norm``; ``unit``: divisor is 1."""
-        if self.clip_norm > 0 or not unit:
-            factor = 1.0 / divisor
-            if self.clip_norm > 0:
-                factor = factor * self.clip_norm / ops.maximum(global_norm(grads) * factor, self.clip_norm)
-            grads = tuple(g * factor for g in grads)
-        updated = self.optimizer(grads)
+    def _update_ema(self, updated):
         if self.ema_decay > 0:
             for ema, weight in zip(self.ema, self.weights):
-                updated = ops.depend(updated, ops.assign(ema, mint.lerp(ema, weight, 1.0 - self.ema_decay)))
+                if self.direct:  # one kernel instead of three
+                    average = mint.lerp(ema, weight, 1.0 - self.ema_decay)
+                else:
+                    average = ema * self.ema_decay + weight * (1.0 - self.ema_decay)
+                updated = ops.depend(updated, ops.assign(ema, average))
         return updated
+
+    def _apply_accumulated(self):
+        grads = tuple(self.accumulated)
+        if self.clip_norm > 0:
+            grads = ops.clip_by_global_norm(grads, self.clip_norm)
+        return self._update_ema(self.optimizer(grads))
+
+    def _apply_direct(self, grads, norm):
+        """The update from this step's (loss-scaled) gradients whose global norm is ``norm``."""
+        if self.clip_norm > 0 or not self.unit_scale:
+            factor = 1.0 / self.loss_scale
+            if self.clip_norm > 0:
+                factor = factor * self.clip_norm / ops.maximum(norm * factor, self.clip_norm)
+            grads = tuple(g * factor for g in grads)
+        return self._update_ema(self.optimizer(grads))
 
     def construct(self, *inputs):
         loss = self.loss_net(*inputs)
@@ -231,20 +254,24 @@ class TrainStep(nn.Cell):
         grads = self.grad(self.loss_net, self.weights)(*inputs, sens)
         if self.distributed:
             grads = self.reducer(grads)
-        overflow = ops.logical_not(ops.isfinite(global_norm(grads)))
-        loss = ops.depend(loss, ops.assign_add(self.micro_step, Tensor(1, ms.int32)))
-        if self.accumulation_steps == 1:
+        if self.direct:
+            loss = ops.depend(loss, ops.assign_add(self.micro_step, Tensor(1, ms.int32)))
+            norm = global_norm(grads)
+            overflow = ops.logical_not(ops.isfinite(norm))
             if not overflow:
-                loss = ops.depend(loss, self._apply(grads, self.loss_scale, self.unit_scale))
+                loss = ops.depend(loss, self._apply_direct(grads, norm))
         else:
+            finite = ops.stack([ops.isfinite(g).all() for g in grads]).all()
+            overflow = ops.logical_not(finite)
             inverse = 1.0 / (self.loss_scale * self.accumulation_steps)
             for acc, g in zip(self.accumulated, grads):
-                loss = ops.depend(loss, ops.assign_add(acc, ops.select(overflow, ops.zeros_like(g), g * inverse)))
+                loss = ops.depend(loss, ops.assign_add(acc, ops.select(finite, g * inverse, ops.zeros_like(g))))
             loss = ops.depend(loss, ops.assign(self.window_overflow,
                                                ops.maximum(self.window_overflow, overflow.astype(ms.float32))))
+            loss = ops.depend(loss, ops.assign_add(self.micro_step, Tensor(1, ms.int32)))
             if self.micro_step % self.accumulation_steps == 0:
                 if self.window_overflow < 0.5:
-                    loss = ops.depend(loss, self._apply(tuple(self.accumulated), 1.0, True))
+                    loss = ops.depend(loss, self._apply_accumulated())
                 for acc in self.accumulated:
                     loss = ops.depend(loss, ops.assign(acc, ops.zeros_like(acc)))
                 loss = ops.depend(loss, ops.assign(self.window_overflow, Tensor(0.0, ms.float32)))

@@ -256,7 +256,8 @@ I2V_CASES = {
     "guidance nan": (["--max-guidance-scale", "nan"], ["--max-guidance-scale must be a number >= 0, got nan"]),
     "seed negative": (["--seed", "-1"], ["--seed must be an integer >= 0 and < 4294967296, got -1"]),
     "memory budget zero": (["--memory-budget-mb", "0"], ["--memory-budget-mb must be a number > 0, got 0"]),
-    "output suffix": (["--output", "{out}/v.avi"], ["v.avi': expected a .mp4 or .gif file or a folder"]),
+    "output suffix": (["--output", "{out}/v.avi"], ["v.avi': expected a .mp4 or .gif file, a .png strip or a "
+                                                    "folder"]),
     "output frames folder is a file": (["--output", "{afile}"], ["afile' is an existing file, where a folder of PNG"]),
     "output file is a folder": (["--output", "{a_mp4}"], ["a.mp4' is an existing folder, expected a .mp4 file"]),
     "output under a file": (["--output", "{afile}/v.mp4"], ["afile' is an existing file, not a folder"]),

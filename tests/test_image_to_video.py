@@ -27,10 +27,12 @@ def test_writes_gif_and_png_frames(tmp_path):
 
 def test_several_outputs_and_overwrite(tmp_path):
     """One run writes every --output; an existing output is replaced only with --overwrite."""
-    outputs = [str(tmp_path / "v.mp4"), str(tmp_path / "v.gif")]
+    outputs = [str(tmp_path / "v.mp4"), str(tmp_path / "v.gif"), str(tmp_path / "strip.png"), str(tmp_path / "f")]
     image_to_video.main(ROOT_ARGS + ["--random-weights", "--output", *outputs])
     gif = iio.imread(outputs[1])
     assert gif.shape[:3] == (3, 64, 128) and iio.imread(outputs[0], plugin="FFMPEG").shape[:3] == (3, 64, 128)
+    frames = [iio.imread(tmp_path / "f" / f"frame_{i:04d}.png") for i in range(3)]
+    np.testing.assert_array_equal(iio.imread(outputs[2]), np.concatenate(frames, axis=1))
     with pytest.raises(FileExistsError, match="v.mp4' exists; pass --overwrite to replace it"):
         image_to_video.main(ROOT_ARGS + ["--random-weights", "--output", *outputs])
     with pytest.raises(ValueError, match="--output names the same path twice"):

@@ -26,10 +26,13 @@ def frames_of(folder):
 def demo_run(tmp_path_factory):
     """The demo's video (the Makefile's arguments, PNG frames instead of mp4/gif), the real clip, random weights."""
     out = tmp_path_factory.mktemp("demo") / "frames"
-    image_to_video.main(DEMO["arguments"] + ["--output", str(out), "--no-progress"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(ROOT)  # the demo's paths are relative to the repository, as `make demo` runs it
+        image_to_video.main(DEMO["arguments"] + ["--output", str(out), "--no-progress"])
     video = frames_of(out)
-    cfg = load_config("svd_toy")
-    options = SamplingOptions.from_config(cfg.sampling, seed=DEMO["seed"])
+    cfg = load_config(DEMO["config"])
+    options = SamplingOptions.from_config(cfg.sampling, seed=DEMO["seed"], fps=DEMO["fps"],
+                                          motion_bucket_id=DEMO["motion_bucket_id"])
     random_video = ImageToVideoPipeline(build_model(cfg, seed=0))(ROOT / DEMO["image"], options, progress=False)
     strip = np.asarray(Image.open(ROOT / DEMO["real_frames"]), np.float32) / 255.0
     real = np.stack(np.split(strip, len(video), axis=1))

@@ -57,6 +57,33 @@ def test_unet_stage_starts_from_the_trained_vae(vae_stage, clips_csv, tmp_path):
     assert 0.01 < scale < 100.0
 
 
+def test_decoder_stage_keeps_the_latent_space_and_packages_with_the_unet_stage(vae_stage, clips_csv, tmp_path):
+    """Stage 1b trains only the decoder; the package takes its autoencoder and the UNet stage's rest, in fp16."""
+    from svd.checkpoint import save_tensors
+    from svd_tools.package_toy_model import packaged, write_scale_factor
+    vae_out, vae_weights = vae_stage
+    decoder = stage("toy_vae_decoder.yaml", clips_csv, tmp_path / "dec",
+                    f"init.load.path={vae_out / 'final.safetensors'}")
+    changed = {k for k in vae_weights if not np.array_equal(vae_weights[k], decoder[k])}
+    decoder_keys = {k for k in vae_weights if k.startswith("vae.decoder.")}
+    assert changed <= decoder_keys and len(changed) > 0.9 * len(decoder_keys)
+    unet_stage = seeded_weights(seed=5) | {k: v for k, v in vae_weights.items() if k.startswith("vae.")}
+    save_tensors(unet_stage, tmp_path / "unet.safetensors")
+    shipped = packaged(tmp_path / "unet.safetensors", tmp_path / "dec" / "final.safetensors")
+    assert {v.dtype for v in shipped.values()} == {np.dtype(np.float16)}
+    for key, value in shipped.items():
+        expected = decoder[key] if key.startswith("vae.") else unet_stage[key]
+        np.testing.assert_array_equal(value, expected.astype(np.float16), err_msg=key)
+    other_encoder = dict(unet_stage)
+    other_encoder["vae.encoder.conv_in.bias"] = other_encoder["vae.encoder.conv_in.bias"] + 1.0
+    save_tensors(other_encoder, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="its encoder differs from the one the UNet was trained on"):
+        packaged(tmp_path / "other.safetensors", tmp_path / "dec" / "final.safetensors")
+    (tmp_path / "svd_toy.yaml").write_text((ROOT / "configs" / "svd_toy.yaml").read_text())
+    write_scale_factor(0.123456789, tmp_path, ["svd_toy.yaml"])
+    assert load_config(str(tmp_path / "svd_toy.yaml")).model.scale_factor == 0.123457
+
+
 def test_unet_stage_without_its_vae_is_a_clear_error(clips_csv, tmp_path):
     with pytest.raises(FileNotFoundError, match="init.load.path .*does not exist"):
         stage("toy_unet.yaml", clips_csv, tmp_path, f"init.load.path={tmp_path / 'none.safetensors'}")
@@ -84,7 +111,7 @@ def test_autoencoder_loss_is_mse_plus_weighted_kl():
     model = build_model(load_config("svd_toy"), seed=3)
     rng = np.random.default_rng(0)
     frames = rng.uniform(-1, 1, (1, 2, 3, 32, 48)).astype(np.float32)
-    latent_noise = rng.standard_normal((2, 8, 8, 12)).astype(np.float32)
+    latent_noise = rng.standard_normal((2, model.latent_channels, 8, 12)).astype(np.float32)
     unused = np.zeros(1, np.float32)
     loss = AutoencoderLoss(model, kl_weight=0.5)(ms.Tensor(frames), *[ms.Tensor(unused)] * 6,
                                                  ms.Tensor(latent_noise), ms.Tensor(unused))

@@ -1,0 +1,83 @@
+"""Package the trained toy model for shipping: the UNet stage's weights (UNet, CLIP-style tower, and the VAE it
+was trained on), optionally with the autoencoder of a later decoder-only stage, in fp16, and the latent scale
+the UNet stage measured written into the model configs.
+
+The UNet only ever sees the encoder, so a decoder trained afterwards over the same (frozen) encoder can replace
+the one the UNet stage started from; a VAE whose encoder differs is refused.
+
+    python -m svd_tools.package_toy_model --weights outputs/toy/unet/final.safetensors \\
+        --vae outputs/toy/vae_decoder/final.safetensors --output models/svd_toy.safetensors
+"""
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from svd.checkpoint import CheckpointError, TensorSource, save_tensors
+from svd.cli import run_cli
+from svd.schema import check_output_file
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ("svd_toy.yaml", "svd_toy_interp.yaml")
+SCALE_LINE = re.compile(r"^(  scale_factor: )\S+(.*)$", re.MULTILINE)
+
+
+def tensors_of(path):
+    source = TensorSource(path)
+    return {key: source.get(key) for key in source.shapes}
+
+
+def packaged(weights, vae=None):
+    """All tensors of ``weights`` in fp16, the ``vae.`` ones taken from ``vae`` when given."""
+    state = tensors_of(weights)
+    if vae is not None:
+        autoencoder = {k: v for k, v in tensors_of(vae).items() if k.startswith("vae.")}
+        if set(autoencoder) != {k for k in state if k.startswith("vae.")}:
+            raise CheckpointError(f"{vae}: its VAE tensors are not those of {weights}")
+        changed = sorted(k for k in autoencoder if not k.startswith("vae.decoder.")
+                         and not np.array_equal(autoencoder[k], state[k]))
+        if changed:
+            raise CheckpointError(f"{vae}: its encoder differs from the one the UNet was trained on ({changed[0]}, "
+                                  "...): only a decoder trained over that encoder (train.trainable: vae_decoder) fits")
+        state.update(autoencoder)
+    return {k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in state.items()}
+
+
+def write_scale_factor(scale, folder=ROOT / "configs", configs=CONFIGS):
+    """Set ``model.scale_factor`` in each of the toy model configs, keeping the rest of the file as it is."""
+    for name in configs:
+        path = Path(folder) / name
+        text, count = SCALE_LINE.subn(lambda m: f"{m.group(1)}{scale:.6f}{m.group(2)}", path.read_text(), count=1)
+        if count != 1:
+            raise ValueError(f"{path}: no 'scale_factor:' line under model to update")
+        path.write_text(text)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default="outputs/toy/unet/final.safetensors", help="the UNet stage's final weights")
+    p.add_argument("--vae", help="a decoder-only stage's final weights (its autoencoder replaces the one in --weights)")
+    p.add_argument("--overrides", help="the UNet stage's model_overrides.yaml (default: beside --weights)")
+    p.add_argument("--output", default="models/svd_toy.safetensors")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    args = p.parse_args(argv)
+    for flag, path in (("--weights", args.weights), ("--vae", args.vae)):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{flag} '{path}' does not exist (train that stage first)")
+    overrides = Path(args.overrides or Path(args.weights).parent / "model_overrides.yaml")
+    if not overrides.is_file():
+        raise FileNotFoundError(f"'{overrides}' does not exist: the UNet stage writes the measured latent scale there")
+    scale = OmegaConf.select(OmegaConf.load(overrides), "model.scale_factor")
+    if not isinstance(scale, float) or not scale > 0:
+        raise ValueError(f"{overrides}: model.scale_factor must be a positive number, got {scale!r}")
+    check_output_file(args.output, "--output", args.overwrite)
+    save_tensors(packaged(args.weights, args.vae), args.output)
+    write_scale_factor(scale)
+    size = Path(args.output).stat().st_size / 2 ** 20
+    print(f"wrote {args.output} ({size:.1f} MiB, fp16); scale_factor {scale:.6f} written to {', '.join(CONFIGS)}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
