@@ -115,12 +115,15 @@ def test_graph_mode_matches_pynative(trained, clips_csv, tmp_path):
                    check=True, cwd=ROOT, capture_output=True)
     graph = read_log(tmp_path / "log_rank0.csv")
     # Graph and PyNative run different kernels for the fused layers (norms, SiLU, lerp, interpolate) and
-    # round differently: seen up to 2.5e-4 relative in the second step's loss and 1.5e-4 in the weight
-    # norm (6 digits before the fused kernels). AdamW's first steps normalise each element's update,
-    # which magnifies rounding in near-zero gradients; a wrong op would differ at order 1.
-    for ours, reference in zip(graph, log[:2]):
-        assert float(ours[1]) == pytest.approx(float(reference[1]), rel=1e-3)
-        assert float(ours[4]) == pytest.approx(float(reference[4]), rel=1e-3)
+    # round differently. The first loss is a forward pass and the first weight norm one update: they agree
+    # closely (seen: 5e-6). AdamW's first steps normalise each element's update (about +-lr whatever the
+    # gradient's size), so rounding in near-zero gradients becomes whole updates, and the second step's loss
+    # and norm drift further: seen from 2.5e-4 to 1.1e-3 relative between runs (PyNative itself is
+    # deterministic; its direct and accumulator update paths agree to 2.5e-6). A wrong op or a missing
+    # update differs at order 1 in the first step already (one update moves the norm by about 5e-3).
+    for (ours, reference), tolerance in zip(zip(graph, log[:2]), (1e-4, 5e-3)):
+        assert float(ours[1]) == pytest.approx(float(reference[1]), rel=tolerance)
+        assert float(ours[4]) == pytest.approx(float(reference[4]), rel=tolerance)
 
 
 def test_data_parallel_with_msrun(clips_csv, tmp_path):
