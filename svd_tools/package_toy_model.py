@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from svd.checkpoint import CheckpointError, TensorSource, save_tensors
 from svd.cli import run_cli
 from svd.schema import check_output_file
+from svd_tools.convert import cast_floats
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("svd_toy.yaml", "svd_toy_interp.yaml")
@@ -42,7 +43,7 @@ def packaged(weights, vae=None):
             raise CheckpointError(f"{vae}: its encoder differs from the one the UNet was trained on ({changed[0]}, "
                                   "...): only a decoder trained over that encoder (train.trainable: vae_decoder) fits")
         state.update(autoencoder)
-    return {k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in state.items()}
+    return cast_floats(state, "fp16")
 
 
 def write_scale_factor(scale, folder=ROOT / "configs", configs=CONFIGS):
