@@ -195,7 +195,8 @@ class SafetensorsReader:
                 raise DamagedCheckpointError(f"{path}: not a safetensors file (unreadable header)") from None
         if not isinstance(header, dict):
             raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
-        header.pop("__metadata__", None)
+        metadata = header.pop("__metadata__", None)
+        self.metadata = metadata if isinstance(metadata, dict) else {}
         self.entries = header
         self.data_start = 8 + size
         try:
@@ -373,11 +374,15 @@ def diffusers_weights(root, folder):
 
 
 MODEL_PREFIXES = ("unet.", "vae.", "image_encoder.")
+DELTA_BASE = "base_weights"  # safetensors metadata key of a weights delta: its base file, relative to the delta
 TRAINING_BASE = re.compile(r"^random:(?P<seed>\d+)(?:\+(?P<path>.+)\[(?P<parts>[^\]]*)\])?$")
 
 
 class TensorSource:
     """Tensors of a checkpoint read one at a time, so loading never holds a second copy of the weights.
+
+    A weights delta (a .safetensors whose metadata names ``base_weights``, a file beside it) holds only the
+    tensors that differ from that base; ``delta_base`` is then the base's path (None for other files).
 
     A training checkpoint (train.py's ``step_*.ckpt``) shows only the model weights it holds, the EMA
     copies in place of the raw weights when the run kept them (as final.safetensors has);
@@ -407,6 +412,9 @@ class TensorSource:
                        for k, shape in reader.shapes().items()}
         if path.suffix == ".ckpt" and {"step", "base_weights"} <= set(self.shapes):
             self._training_view(self.readers[""])
+        self.delta_base = None
+        if path.suffix == ".safetensors" and DELTA_BASE in self.readers[""].metadata:
+            self.delta_base = path.parent / self.readers[""].metadata[DELTA_BASE]
 
     def _training_view(self, reader):
         self.training_base = reader.text("base_weights")
@@ -440,14 +448,7 @@ def _load_training_checkpoint(model, source, model_cfg, prefixes):
     if prefixes:
         shapes = {k: v for k, v in shapes.items() if k.startswith(tuple(prefixes))}
     path = source.path
-    unexpected = sorted(k for k in source.shapes if k not in shapes and not (prefixes and not k.startswith(
-        tuple(prefixes))))
-    wrong = sorted(f"{k} {tuple(source.shapes[k])} != {tuple(shapes[k])}" for k in source.shapes
-                   if k in shapes and tuple(source.shapes[k]) != tuple(shapes[k]))
-    if unexpected or wrong:
-        report = ConversionReport(unexpected=unexpected, mismatched=wrong)
-        raise CheckpointError(f"{path}: a training checkpoint that does not match the model config: "
-                              f"{report.summary()}")
+    _check_partial(source, shapes, prefixes, "a training checkpoint")
     missing = [k for k in shapes if k not in source.shapes]
     if missing:
         base = source.training_base
@@ -473,6 +474,22 @@ def _load_training_checkpoint(model, source, model_cfg, prefixes):
                                       f"ones); the others come from its base weights '{base}', which do not exist "
                                       "here")
             load_weights(model, base, model_cfg, prefixes=prefixes)
+    return _overlay(model, source, shapes)
+
+
+def _check_partial(source, shapes, prefixes, kind):
+    """A file holding some of the model's weights (in our names) must hold nothing else, in the model's shapes."""
+    unexpected = sorted(k for k in source.shapes if k not in shapes and not (prefixes and not k.startswith(
+        tuple(prefixes))))
+    wrong = sorted(f"{k} {tuple(source.shapes[k])} != {tuple(shapes[k])}" for k in source.shapes
+                   if k in shapes and tuple(source.shapes[k]) != tuple(shapes[k]))
+    if unexpected or wrong:
+        report = ConversionReport(unexpected=unexpected, mismatched=wrong)
+        raise CheckpointError(f"{source.path}: {kind} that does not match the model config: {report.summary()}")
+
+
+def _overlay(model, source, shapes):
+    """Set the weights ``source`` holds over those already in ``model``."""
     params = {p.name: p for p in model.get_parameters()}
     for name in source.shapes:
         if name in shapes:
@@ -480,15 +497,32 @@ def _load_training_checkpoint(model, source, model_cfg, prefixes):
     return ConversionReport()
 
 
-def load_weights(model, path, model_cfg, strict=True, prefixes=None):
+def _load_delta(model, source, model_cfg, prefixes, load_base):
+    """A weights delta: the base it names through ``load_base``, then the tensors it holds over it."""
+    base = source.delta_base
+    if not base.is_file():
+        raise CheckpointError(f"{source.path}: holds only the {len(source.shapes)} tensors that differ from its base "
+                              f"weights '{base.name}', which are not beside it ({base} does not exist)")
+    shapes = model_shapes(model)
+    if prefixes:
+        shapes = {k: v for k, v in shapes.items() if k.startswith(tuple(prefixes))}
+    _check_partial(source, shapes, prefixes, "a weights delta")
+    load_base(model, base, model_cfg, prefixes=prefixes)
+    return _overlay(model, source, shapes)
+
+
+def load_weights(model, path, model_cfg, strict=True, prefixes=None, load_base=None):
     """Load any supported checkpoint into ``model`` tensor by tensor; raises CheckpointError naming what does not fit.
 
     ``prefixes`` (e.g. ``("unet.",)``) loads only those networks and ignores the checkpoint's other keys.
-    A training checkpoint (``step_*.ckpt``) loads the weights it holds, over those of the base it names.
+    A training checkpoint (``step_*.ckpt``) loads the weights it holds, over those of the base it names;
+    so does a weights delta, whose base is read by ``load_base`` (default: this function).
     """
     source = TensorSource(path)
     if source.training_base is not None:
         return _load_training_checkpoint(model, source, model_cfg, prefixes)
+    if source.delta_base is not None:
+        return _load_delta(model, source, model_cfg, prefixes, load_base or load_weights)
     shapes = model_shapes(model)
     if prefixes:
         shapes = {k: v for k, v in shapes.items() if k.startswith(tuple(prefixes))}
@@ -548,11 +582,13 @@ def remove_stale_temporaries(folder):
     return stale
 
 
-def save_tensors(state, path):
-    """name->ndarray dict to .safetensors or .ckpt (atomically)."""
+def save_tensors(state, path, metadata=None):
+    """name->ndarray dict to .safetensors (with optional str->str ``metadata``) or .ckpt (atomically)."""
     path = Path(path)
+    if metadata and path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: metadata needs a .safetensors output")
     if path.suffix == ".safetensors":
-        atomic_write(path, lambda tmp: save_file(state, tmp))
+        atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
     elif path.suffix == ".ckpt":
         params = [{"name": k, "data": ms.Tensor(v)} for k, v in state.items()]
         atomic_write(path, lambda tmp: ms.save_checkpoint(params, tmp))

@@ -137,7 +137,8 @@ def checkpoint_input_channels(path, model_cfg):
 def load_model_weights(model, path, model_cfg, strict=True, prefixes=None):
     """svd.checkpoint.load_weights for any model, also an interpolation model from a base model's checkpoint
     (SVD, SVD-XT, ours; any layout): the input convolution is then grown by the mask channel, zero-initialised.
-    Returns the load report."""
+    An interpolation delta (svd_tools.package_toy_model --interp) loads its base model this way, then its own
+    tensors. Returns the load report."""
     if not is_interpolation_model(model) or (prefixes and not any(CONV_IN.startswith(p) for p in prefixes)):
         return load_weights(model, path, model_cfg, strict, prefixes)
     params = {p.name: p for p in model.get_parameters()}
@@ -148,4 +149,4 @@ def load_model_weights(model, path, model_cfg, strict=True, prefixes=None):
     if found not in (None, channels):
         raise CheckpointError(f"{path}: its UNet takes {found} input channels; this interpolation model takes "
                               f"{channels} ({channels - 1} of a base model plus the mask channel)")
-    return load_weights(model, path, model_cfg, strict, prefixes)
+    return load_weights(model, path, model_cfg, strict, prefixes, load_base=load_model_weights)

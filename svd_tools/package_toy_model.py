@@ -7,17 +7,26 @@ the one the UNet stage started from; a VAE whose encoder differs is refused.
 
     python -m svd_tools.package_toy_model --weights outputs/toy/unet/final.safetensors \\
         --vae outputs/toy/vae_decoder/final.safetensors --output models/svd_toy.safetensors
+
+The keyframe-interpolation model, trained from the packaged base (configs/toy_interp.yaml), ships as a delta:
+only the tensors its training changed (temporal layers and input convolution, fp16), with the base's file name
+in the metadata, so the two models fit the repository together (svd.checkpoint.load_weights reads it).
+
+    python -m svd_tools.package_toy_model --interp outputs/toy/interp/final.safetensors \\
+        --base models/svd_toy.safetensors --output models/svd_toy_interp.safetensors
 """
 import argparse
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from svd.checkpoint import CheckpointError, TensorSource, save_tensors
+from svd.checkpoint import DELTA_BASE, CheckpointError, TensorSource, save_tensors
 from svd.cli import run_cli
 from svd.schema import check_output_file
+from svd.training import TRAINABLE
 from svd_tools.convert import cast_floats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +55,37 @@ def packaged(weights, vae=None):
     return cast_floats(state, "fp16")
 
 
+def interpolation_delta(interp, base):
+    """The fp16 tensors of the interpolation model ``interp`` that differ from the packaged ``base``; refused when
+    anything interpolation training leaves alone differs (another base, or another train.trainable)."""
+    state = cast_floats(tensors_of(interp), "fp16")
+    reference = tensors_of(base)
+    missing = sorted(set(reference) - set(state))
+    if missing:
+        raise CheckpointError(f"{interp}: lacks '{missing[0]}' of the base model '{base}' (not a whole model's weights)")
+    delta = {k: v for k, v in state.items()
+             if k not in reference or reference[k].shape != v.shape or not np.array_equal(reference[k], v)}
+    foreign = sorted(k for k in delta if not TRAINABLE["interpolation"](k))
+    if foreign:
+        raise CheckpointError(f"{interp}: '{foreign[0]}' (and {len(foreign) - 1} more) differs from '{base}' although "
+                              "interpolation training never changes it: it was trained from another base or with "
+                              "train.trainable other than interpolation")
+    return delta
+
+
+def package_interpolation(args):
+    for flag, path in (("--interp", args.interp), ("--base", args.base)):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{flag} '{path}' does not exist (train and package that model first)")
+    output = args.output or "models/svd_toy_interp.safetensors"
+    check_output_file(output, "--output", args.overwrite)
+    delta = interpolation_delta(args.interp, args.base)
+    relative = os.path.relpath(Path(args.base).resolve(), Path(output).resolve().parent)
+    save_tensors(delta, output, metadata={DELTA_BASE: relative})
+    size = Path(output).stat().st_size / 2 ** 20
+    print(f"wrote {output} ({size:.1f} MiB, fp16): {len(delta)} tensors over its base '{relative}'")
+
+
 def write_scale_factor(scale, folder=ROOT / "configs", configs=CONFIGS):
     """Set ``model.scale_factor`` in each of the toy model configs, keeping the rest of the file as it is."""
     for name in configs:
@@ -61,9 +101,14 @@ def main(argv=None):
     p.add_argument("--weights", default="outputs/toy/unet/final.safetensors", help="the UNet stage's final weights")
     p.add_argument("--vae", help="a decoder-only stage's final weights (its autoencoder replaces the one in --weights)")
     p.add_argument("--overrides", help="the UNet stage's model_overrides.yaml (default: beside --weights)")
-    p.add_argument("--output", default="models/svd_toy.safetensors")
+    p.add_argument("--interp", help="package this interpolation model's final weights as a delta over --base instead")
+    p.add_argument("--base", default="models/svd_toy.safetensors", help="--interp: the packaged base it was trained from")
+    p.add_argument("--output", help="default: models/svd_toy.safetensors (models/svd_toy_interp.safetensors with --interp)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     args = p.parse_args(argv)
+    if args.interp:
+        return package_interpolation(args)
+    args.output = args.output or "models/svd_toy.safetensors"
     for flag, path in (("--weights", args.weights), ("--vae", args.vae)):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{flag} '{path}' does not exist (train that stage first)")

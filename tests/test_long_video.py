@@ -21,8 +21,12 @@ from svd.config import build_model, load_config
 from svd.interpolation import (CONV_IN, interpolation_concat, interpolation_config, keyframe_count, keyframe_mask,
                                load_model_weights, nearest_keyframe)
 from svd.long_video import (LongVideoPipeline, continuation_chunks, continuation_seams, decode_windows,
-                            interpolation_plan, interpolation_windows, keyframe_guidance, seam_report, two_image_plan)
+                            interpolation_plan, interpolation_windows, keyframe_guidance, load_interpolation_pipeline,
+                            seam_report, two_image_plan)
 from svd.pipeline import ImageToVideoPipeline, SamplingOptions, to_model_range
+from svd.training import TRAINABLE
+from svd_tools import package_toy_model
+from svd_tools.convert import cast_floats
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -414,8 +418,9 @@ def test_interpolation_step_inputs(clips_csv):
 
 
 def test_toy_interp_recipe_trains_from_base_weights(clips_csv, tmp_path):
+    """Stage 3 fine-tunes the packaged base (fp16) and ships as a delta over it that loads back exactly."""
     base = build_model(load_config("svd_toy"), seed=0)
-    state = {p.name: p.asnumpy() for p in base.get_parameters()}
+    state = cast_floats({p.name: p.asnumpy() for p in base.get_parameters()}, "fp16")
     save_tensors(state, tmp_path / "base.safetensors")
     out = tmp_path / "interp"
     train.main(["--config", str(ROOT / "configs" / "toy_interp.yaml"), f"data.csv={clips_csv}",
@@ -430,3 +435,25 @@ def test_toy_interp_recipe_trains_from_base_weights(clips_csv, tmp_path):
     assert conv.shape[1] == state[CONV_IN].shape[1] + 1
     assert np.abs(conv[:, -1]).max() > 0  # the mask channel, zero at the start, learns
     assert np.abs(conv[:, :-1] - state[CONV_IN]).max() < 1e-2  # two small steps from the base weights
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (tmp_path / "base.safetensors").rename(models / "base.safetensors")
+    package_toy_model.main(["--interp", str(out / "final.safetensors"), "--base", str(models / "base.safetensors"),
+                            "--output", str(models / "interp.safetensors")])
+    delta = load_file(str(models / "interp.safetensors"))
+    assert CONV_IN in delta and all(TRAINABLE["interpolation"](k) for k in delta)
+    assert len(delta) < len(state) / 2
+    pipe = load_interpolation_pipeline(load_config("svd_toy"), models / "interp.safetensors")
+    for param in pipe.model.get_parameters():
+        np.testing.assert_array_equal(param.asnumpy(), after[param.name].astype(np.float16).astype(np.float32),
+                                      err_msg=param.name)
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (models / "interp.safetensors").rename(moved / "interp.safetensors")
+    with pytest.raises(CheckpointError, match="differ from its base weights 'base.safetensors', which are not beside"):
+        load_interpolation_pipeline(load_config("svd_toy"), moved / "interp.safetensors")
+    after["unet.out.2.bias"] = after["unet.out.2.bias"] + 1.0  # a spatial layer: not what stage 3 trains
+    save_tensors(after, tmp_path / "other.safetensors")
+    with pytest.raises(CheckpointError, match="'unet.out.2.bias' .*trained from another base"):
+        package_toy_model.interpolation_delta(tmp_path / "other.safetensors", models / "base.safetensors")

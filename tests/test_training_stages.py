@@ -1,5 +1,5 @@
-"""The from-scratch training stages of the toy recipe (configs/toy_vae.yaml, configs/toy_unet.yaml), a few
-steps each on a real clip, plus the training-log and run-safety rules they rely on."""
+"""The from-scratch training stages of the toy recipe (configs/toy_vae.yaml, toy_unet.yaml, toy_unet_more.yaml,
+toy_vae_decoder.yaml), a few steps each on a real clip, plus the training-log and run-safety rules they rely on."""
 from pathlib import Path
 
 import mindspore as ms
@@ -42,9 +42,16 @@ def test_autoencoder_stage_trains_only_the_vae(vae_stage):
     assert (out / "loss.png").stat().st_size > 1000
 
 
-def test_unet_stage_starts_from_the_trained_vae(vae_stage, clips_csv, tmp_path):
-    vae_out, vae_weights = vae_stage
-    after = stage("toy_unet.yaml", clips_csv, tmp_path, f"init.load.path={vae_out / 'final.safetensors'}")
+@pytest.fixture(scope="module")
+def unet_stage(vae_stage, clips_csv, tmp_path_factory):
+    vae_out, _ = vae_stage
+    out = tmp_path_factory.mktemp("unet")
+    return out, stage("toy_unet.yaml", clips_csv, out, f"init.load.path={vae_out / 'final.safetensors'}")
+
+
+def test_unet_stage_starts_from_the_trained_vae(vae_stage, unet_stage):
+    _, vae_weights = vae_stage
+    tmp_path, after = unet_stage
     before = seeded_weights()
     for key, value in after.items():
         if key.startswith("vae."):
@@ -55,6 +62,18 @@ def test_unet_stage_starts_from_the_trained_vae(vae_stage, clips_csv, tmp_path):
     assert {k for k in changed if k.startswith("image_encoder.")}, "the CLIP-style tower trains jointly"
     scale = float((tmp_path / "model_overrides.yaml").read_text().split("scale_factor:")[1])
     assert 0.01 < scale < 100.0
+
+
+def test_more_unet_training_continues_the_unet_stage(unet_stage, clips_csv, tmp_path):
+    """Stage 2b starts from every part of stage 2's output and moves only the UNet and the tower."""
+    unet_out, before = unet_stage
+    after = stage("toy_unet_more.yaml", clips_csv, tmp_path, f"init.load.path={unet_out / 'final.safetensors'}")
+    changed = {k for k in before if not np.array_equal(before[k], after[k])}
+    trainable = {k for k in before if k.startswith(("unet.", "image_encoder."))}
+    assert changed <= trainable and len(changed) > 0.8 * len(trainable)
+    scale = [float((folder / "model_overrides.yaml").read_text().split("scale_factor:")[1])
+             for folder in (unet_out, tmp_path)]
+    assert scale[0] == scale[1], "stage 2b trains on the latent scale stage 2 measured"
 
 
 def test_decoder_stage_keeps_the_latent_space_and_packages_with_the_unet_stage(vae_stage, clips_csv, tmp_path):
