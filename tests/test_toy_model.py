@@ -4,6 +4,7 @@ real clip did, and its frames stay coherent (flow-warping error nearer the real 
 import json
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,6 +14,7 @@ from svd.config import build_model, load_config
 from svd.media import load_image
 from svd.metrics import mean_frame_difference, psnr, warping_error
 from svd.pipeline import ImageToVideoPipeline, SamplingOptions
+from svd_tools.demo import write_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = json.loads((ROOT / "assets" / "toy_demo" / "demo.json").read_text())
@@ -39,8 +41,8 @@ def demo_run(tmp_path_factory):
     return video, real, random_video, options
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 open: the shipped toy UNet (650 steps) gives 19.7 dB; a better "
-                   "model makes this pass, and strict=True then fails until this mark is removed")
+@pytest.mark.xfail(strict=True, reason="issue 8 open: the shipped toy UNet (stages 2 + 2b, 1200 steps) gives "
+                   "20.8 dB; a better model makes this pass, and strict=True then fails until this mark is removed")
 def test_first_frame_matches_the_input(demo_run):
     video, _, _, options = demo_run
     given = load_image(ROOT / DEMO["image"], options.height, options.width).astype(np.float32) / 255.0
@@ -53,9 +55,23 @@ def test_the_video_moves_like_the_real_clip(demo_run):
     assert 0.5 <= ratio <= 2.0, ratio
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 open: warping error 0.056 with the shipped toy UNet, real clip 0.017, "
-                   "random weights 0.083 (nearer random); strict=True fails once a better model passes")
+@pytest.mark.xfail(strict=True, reason="issue 8 open: warping error 0.053 with the shipped toy UNet, real clip "
+                   "0.017, random weights 0.083 (just nearer random); strict=True fails once a better model passes")
 def test_frames_stay_coherent(demo_run):
     video, real, random_video, _ = demo_run
     ours, reference, noise = warping_error(video), warping_error(real), warping_error(random_video)
     assert abs(ours - reference) < abs(ours - noise), (ours, reference, noise)
+
+
+def test_comparison_strip_puts_the_real_frames_above_the_demo(tmp_path):
+    rng = np.random.default_rng(0)
+    real, ours = (rng.integers(0, 256, (4, 18, 3), dtype=np.uint8) for _ in range(2))
+    iio.imwrite(tmp_path / "real.png", real)
+    iio.imwrite(tmp_path / "ours.png", ours)
+    write_comparison(tmp_path / "real.png", tmp_path / "ours.png", tmp_path / "both.png", zoom=2)
+    both = iio.imread(tmp_path / "both.png")
+    np.testing.assert_array_equal(both[::2, ::2], np.concatenate([real, ours]))
+    np.testing.assert_array_equal(both[1::2, 1::2], both[::2, ::2])
+    iio.imwrite(tmp_path / "short.png", ours[:, :12])
+    with pytest.raises(ValueError, match="short.png.*rebuild the demo assets"):
+        write_comparison(tmp_path / "short.png", tmp_path / "ours.png", tmp_path / "no.png")
