@@ -120,6 +120,15 @@ def evaluate(checkpoint, config, csv_path, seed=0, max_clips=None, num_steps=Non
     return result
 
 
+def write_report(result, table, output):
+    """``OUTPUT.json`` (the numbers) and ``OUTPUT.md`` (the table, also printed)."""
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(table)
+    print(table)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
@@ -133,12 +142,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     result = evaluate(args.checkpoint, args.config, args.data, args.seed, args.max_clips, args.num_steps,
                       not args.autoencoder_only)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    table = markdown(result)
-    out.with_suffix(".md").write_text(table)
-    print(table)
+    write_report(result, markdown(result), args.output)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@
   against the keyframes decoded on their own (the base model's keyframe video);
 - in-betweening (--last-image, 17 frames): PSNR of the first and last frames against the two images;
 - continue (3 chunks): mean frame difference across the seams against the one inside chunks;
+- in-betweening real keyframes (every 4th frame of each held-out clip's first 17 frames): PSNR of the frames
+  between them against the real ones, for the trained interpolation model, the untrained one (grown from the
+  base weights) and a linear cross-fade of the keyframes;
 - peak resident memory of a 65-frame interpolate run against a 17-frame one, each in a fresh process.
 
     python -m svd_tools.evaluate_long_video --checkpoint models/svd_toy.safetensors \\
@@ -17,6 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from mindspore import Tensor
 from tqdm.auto import tqdm
 
 from svd.cli import run_cli
@@ -25,8 +29,8 @@ from svd.interpolation import KEYFRAME_SPACING
 from svd.long_video import LongVideoPipeline, continuation_seams, decode_windows, load_interpolation_pipeline, seam_report
 from svd.media import write_video
 from svd.metrics import psnr
-from svd.pipeline import ImageToVideoPipeline
-from svd_tools.evaluate import heldout_clips
+from svd.pipeline import ImageToVideoPipeline, to_model_range
+from svd_tools.evaluate import heldout_clips, write_report
 
 STRIP_FRAMES = 17  # a 65-frame strip shows every 4th frame
 
@@ -46,6 +50,33 @@ def keyframe_scores(runner, image, options, num_frames=65):
     positions = list(range(0, num_frames, KEYFRAME_SPACING ** passes))
     alone = decode_windows(model, latents[positions], options.decode_chunk_size)
     return frames, [psnr(frames[p], key) for p, key in zip(positions, alone)]
+
+
+def inbetween_scores(runners, clips, options, window=17, windows_per_clip=3):
+    """``{method: {clip@start: mean PSNR of the in-between frames}}``: up to ``windows_per_clip`` disjoint windows of
+    ``window`` real frames per clip, their keyframes (every 4th) encoded and run through one interpolation pass of
+    each runner, the frames between the keyframes scored against the real ones; ``cross-fade`` blends the decoded
+    keyframes linearly instead."""
+    scores = {name: {} for name in [*runners, "cross-fade"]}
+    between = [i for i in range(window) if i % KEYFRAME_SPACING]
+    starts = [(clip, start) for clip, frames in clips.items()
+              for start in list(range(0, len(frames) - window + 1, window))[:windows_per_clip]]
+    for clip, start in tqdm(starts, desc="in-betweening", leave=False):
+        real = clips[clip][start:start + window]
+        clip = f"{clip}@{start}"
+        model = next(iter(runners.values())).base.model  # the runners share the base model (VAE, latent scale)
+        keys = np.concatenate([model.scale_factor * model.condition_latent(Tensor(to_model_range(frame))).asnumpy()
+                               for frame in real[::KEYFRAME_SPACING]])
+        for name, runner in runners.items():
+            latents = runner.interpolation_pass(keys, options, np.random.default_rng(options.seed), options.fps,
+                                                to_model_range(real[0]))
+            video = decode_windows(model, latents, options.decode_chunk_size)
+            scores[name][clip] = float(np.mean([psnr(video[i], real[i]) for i in between]))
+        decoded = decode_windows(model, keys, options.decode_chunk_size)
+        fade = [decoded[i // KEYFRAME_SPACING] * (1 - (i % KEYFRAME_SPACING) / KEYFRAME_SPACING)
+                + decoded[i // KEYFRAME_SPACING + 1] * ((i % KEYFRAME_SPACING) / KEYFRAME_SPACING) for i in between]
+        scores["cross-fade"][clip] = float(np.mean([psnr(f, real[i]) for f, i in zip(fade, between)]))
+    return scores
 
 
 def sampling_options(runner, args):
@@ -75,6 +106,7 @@ def peak_memory(args, image_file, num_frames):
 
 def markdown(result):
     key, ends, seams, memory = result["keyframes"], result["last_image"], result["continue"], result["memory"]
+    inbetween = result["inbetween_psnr"]
     return "\n".join([
         "| long-video check | measured | target |", "|---|---|---|",
         f"| interpolate 65: keyframe positions vs keyframes decoded alone, min PSNR | {min(key['psnr']):.2f} dB "
@@ -84,7 +116,11 @@ def markdown(result):
         f"| continue, 3 chunks: seam / in-chunk frame difference | {seams['ratio']:.2f} ({seams['seam']:.4f} / "
         f"{seams['inside']:.4f}) | <= 2 |",
         f"| peak RSS, interpolate 65 vs 17 frames | {memory[65]:.0f} / {memory[17]:.0f} MiB "
-        f"({memory[65] / memory[17]:.2f}x) | <= 1.3x |", ""])
+        f"({memory[65] / memory[17]:.2f}x) | <= 1.3x |", "",
+        "| in-betweening real keyframes (held-out, 17 frames) | " + " | ".join(inbetween["cross-fade"]) + " | mean |",
+        "|---|" + "---|" * (len(inbetween["cross-fade"]) + 1)]
+        + [f"| {name} | " + " | ".join(f"{v:.2f}" for v in per_clip.values()) + f" | {np.mean(list(per_clip.values())):.2f} |"
+           for name, per_clip in inbetween.items()] + [""])
 
 
 def main(argv=None):
@@ -117,7 +153,7 @@ def main(argv=None):
     write_video(last[None], strips / f"{args.clip}_last.png", 1)
     result = {"checkpoint": args.checkpoint, "interp_checkpoint": args.interp_checkpoint, "clip": args.clip,
               "seed": args.seed}
-    with tqdm(total=5, desc="long-video checks") as bar:
+    with tqdm(total=6, desc="long-video checks") as bar:
         video, scores = keyframe_scores(runner, first, options)
         result["keyframes"] = {"psnr": scores}
         write_video(video[::(len(video) - 1) // (STRIP_FRAMES - 1)], strips / "interpolate_65.png", 1)
@@ -133,16 +169,16 @@ def main(argv=None):
         result["continue"] = seam_report(video, continuation_seams(n, t, overlap)) | {"frames": n}
         write_video(video, strips / f"continue_{n}.png", 1)
         bar.update()
+        untrained = load_interpolation_pipeline(load_config(args.config), args.checkpoint)
+        result["inbetween_psnr"] = inbetween_scores(
+            {"trained interpolation model": runner, "untrained (base weights)": LongVideoPipeline(runner.base, untrained)},
+            clips, options)
+        bar.update()
         result["memory"] = {}
         for frames in (17, 65):
             result["memory"][frames] = peak_memory(args, image_file, frames)
             bar.update()
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    table = markdown(result)
-    out.with_suffix(".md").write_text(table)
-    print(table)
+    write_report(result, markdown(result), args.output)
 
 
 if __name__ == "__main__":
