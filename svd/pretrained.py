@@ -15,14 +15,16 @@ from omegaconf import OmegaConf
 
 from svd.checkpoint import CheckpointError, DamagedCheckpointError, load_weights
 from svd.config import CONFIG_DIR, REQUIRED_SECTIONS, build_model, load_config, resolve_config_path
+from svd.interpolation import load_model_weights
 
 
 def load_pretrained(path, config=None):
-    """``(config name, config, model)`` with the weights at ``path``; ``config`` (name or YAML) or inferred."""
+    """``(config name, config, model)`` with the weights at ``path``; ``config`` (name or YAML) or inferred. A weights
+    delta's base is read as an interpolation model reads base weights, so the shipped interpolation delta loads too."""
     if config is not None:
         cfg = load_config(config)
         model = build_model(cfg, lazy=True)
-        load_weights(model, path, cfg.model)
+        load_weights(model, path, cfg.model, load_base=load_model_weights)
         return resolve_config_path(config).stem, cfg, model
     return infer_and_load(path)
 
@@ -87,7 +89,7 @@ def infer_and_load(path):
     def fits(name):
         model = build_model(configs[name], lazy=True)
         try:
-            load_weights(model, path, configs[name].model)
+            load_weights(model, path, configs[name].model, load_base=load_model_weights)
         except DamagedCheckpointError:
             raise  # the file is bad, not the config
         except CheckpointError as err:

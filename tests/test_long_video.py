@@ -24,6 +24,7 @@ from svd.long_video import (LongVideoPipeline, continuation_chunks, continuation
                             interpolation_plan, interpolation_windows, keyframe_guidance, load_interpolation_pipeline,
                             seam_report, two_image_plan)
 from svd.pipeline import ImageToVideoPipeline, SamplingOptions, to_model_range
+from svd.pretrained import load_pretrained
 from svd.training import TRAINABLE
 from svd_tools import package_toy_model
 from svd_tools.convert import cast_floats
@@ -446,6 +447,11 @@ def test_toy_interp_recipe_trains_from_base_weights(clips_csv, tmp_path):
     assert len(delta) < len(state) / 2
     pipe = load_interpolation_pipeline(load_config("svd_toy"), models / "interp.safetensors")
     for param in pipe.model.get_parameters():
+        np.testing.assert_array_equal(param.asnumpy(), after[param.name].astype(np.float16).astype(np.float32),
+                                      err_msg=param.name)
+    _, cfg, model = load_pretrained(models / "interp.safetensors")
+    assert cfg.model.unet.interpolation
+    for param in model.get_parameters():
         np.testing.assert_array_equal(param.asnumpy(), after[param.name].astype(np.float16).astype(np.float32),
                                       err_msg=param.name)
     moved = tmp_path / "elsewhere"
