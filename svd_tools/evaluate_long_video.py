@@ -38,7 +38,7 @@ STRIP_FRAMES = 17  # a 65-frame strip shows every 4th frame
 def runner_for(checkpoint, interp_checkpoint, config):
     pipe = ImageToVideoPipeline.from_pretrained(checkpoint, config)
     interp = load_interpolation_pipeline(load_config(config), interp_checkpoint)
-    return LongVideoPipeline(pipe, interp, chunk_frames=pipe.defaults.num_frames)
+    return LongVideoPipeline(pipe, interp)
 
 
 def keyframe_scores(runner, image, options, num_frames=65):
@@ -61,10 +61,10 @@ def inbetween_scores(runners, clips, options, window=17, windows_per_clip=3):
     between = [i for i in range(window) if i % KEYFRAME_SPACING]
     starts = [(clip, start) for clip, frames in clips.items()
               for start in list(range(0, len(frames) - window + 1, window))[:windows_per_clip]]
+    model = next(iter(runners.values())).base.model  # the runners share the base model (VAE, latent scale)
     for clip, start in tqdm(starts, desc="in-betweening", leave=False):
         real = clips[clip][start:start + window]
         clip = f"{clip}@{start}"
-        model = next(iter(runners.values())).base.model  # the runners share the base model (VAE, latent scale)
         keys = np.concatenate([model.scale_factor * model.condition_latent(Tensor(to_model_range(frame))).asnumpy()
                                for frame in real[::KEYFRAME_SPACING]])
         for name, runner in runners.items():
@@ -73,21 +73,19 @@ def inbetween_scores(runners, clips, options, window=17, windows_per_clip=3):
             video = decode_windows(model, latents, options.decode_chunk_size)
             scores[name][clip] = float(np.mean([psnr(video[i], real[i]) for i in between]))
         decoded = decode_windows(model, keys, options.decode_chunk_size)
-        fade = [decoded[i // KEYFRAME_SPACING] * (1 - (i % KEYFRAME_SPACING) / KEYFRAME_SPACING)
-                + decoded[i // KEYFRAME_SPACING + 1] * ((i % KEYFRAME_SPACING) / KEYFRAME_SPACING) for i in between]
-        scores["cross-fade"][clip] = float(np.mean([psnr(f, real[i]) for f, i in zip(fade, between)]))
+        fades = []
+        for i in between:
+            left, offset = divmod(i, KEYFRAME_SPACING)
+            weight = offset / KEYFRAME_SPACING
+            fades.append(psnr((1 - weight) * decoded[left] + weight * decoded[left + 1], real[i]))
+        scores["cross-fade"][clip] = float(np.mean(fades))
     return scores
-
-
-def sampling_options(runner, args):
-    options = runner.base.defaults.updated(seed=args.seed)
-    return options.updated(num_steps=args.num_steps) if args.num_steps else options
 
 
 def memory_run(args):
     """One interpolate run of ``args.memory_run`` frames in this process; prints its peak RSS in MiB."""
     runner = runner_for(args.checkpoint, args.interp_checkpoint, args.config)
-    options = sampling_options(runner, args)
+    options = runner.base.defaults.updated(seed=args.seed, num_steps=args.num_steps)  # None keeps the config's
     runner.interpolate(args.image_file, args.memory_run, options, progress=False)
     print(json.dumps({"frames": args.memory_run, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
@@ -141,7 +139,7 @@ def main(argv=None):
     if args.memory_run:
         return memory_run(args)
     runner = runner_for(args.checkpoint, args.interp_checkpoint, args.config)
-    options = sampling_options(runner, args)
+    options = runner.base.defaults.updated(seed=args.seed, num_steps=args.num_steps)  # None keeps the config's
     clips = {name: frames for name, frames, _, _ in heldout_clips(args.data, options.height, options.width)}
     if args.clip not in clips:
         raise ValueError(f"--clip '{args.clip}' is not in {args.data}; its clips: {', '.join(clips)}")

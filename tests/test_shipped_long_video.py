@@ -42,7 +42,8 @@ def test_last_image_gives_both_ends(runner, options):
     first, last = held_out("first", options), held_out("last", options)
     video = runner.interpolate(first, 17, options, last_image=last, progress=False)
     assert len(video) == 17
-    assert psnr(video[0], first) >= 22.0 and psnr(video[-1], last) >= 22.0, (psnr(video[0], first), psnr(video[-1], last))
+    ends = psnr(video[0], first), psnr(video[-1], last)
+    assert min(ends) >= 22.0, ends
 
 
 def test_continuation_seams_do_not_jump(runner, options):
