@@ -50,9 +50,9 @@ def run_mindspore(task, config, height, width, frames, chunk, repeats):
         args = unet_call_inputs(model, data)
         return timed(lambda: model.unet(*args).asnumpy(), repeats)
     if task == "decode":
-        z = Tensor(data["z"])
-        return timed(lambda: [model.vae.decoder(z[s:s + chunk], z[s:s + chunk].shape[0]).asnumpy()
-                              for s in range(0, frames, chunk)], repeats)
+        latents = Tensor(data["z"] * model.scale_factor)  # model.decode divides by it: the pipeline's path
+        return timed(lambda: [model.decode(latents[s:s + chunk]).asnumpy() for s in range(0, frames, chunk)],
+                     repeats)
     pixels = Tensor(data["pixels"])
     return timed(lambda: model.image_encoder(pixels).asnumpy(), repeats)
 

@@ -6,6 +6,7 @@ from mindspore import Tensor, nn, ops
 from svd.clip import VisionTransformer, clip_preprocess, resize_operators
 from svd.diffusion import append_dims, v_scalings
 from svd.layers import timestep_embedding
+from svd.streamed_decoder import decode_frame_by_frame
 from svd.unet import VideoUNet
 from svd.vae import AutoencoderKL
 
@@ -61,5 +62,12 @@ class SVDModel(nn.Cell):
         return x * append_dims(c_skip, x.ndim) + out.astype(ms.float32) * append_dims(c_out, x.ndim)
 
     def decode(self, latents):
-        """One chunk of latents ``(t, c, h, w)`` to frames in ``[-1, 1]``; the temporal layers see only this chunk."""
-        return self.vae.decode(latents / self.scale_factor, latents.shape[0])
+        """One chunk of latents ``(t, c, h, w)`` to frames in ``[-1, 1]``; the temporal layers see only this chunk.
+
+        PyNative runs the decoder frame by frame (svd.streamed_decoder: the same result at a fraction of the
+        memory); graph mode runs the compiled decoder.
+        """
+        z = latents / self.scale_factor
+        if ms.get_context("mode") == ms.PYNATIVE_MODE:
+            return decode_frame_by_frame(self.vae.decoder, self.vae.decoder_input(z))
+        return self.vae.decode(z, latents.shape[0])

@@ -219,11 +219,13 @@ class AutoencoderKL(nn.Cell):
         mean, logvar = ops.chunk(moments, 2, axis=1)
         return mean, ops.clamp(logvar, -30.0, 20.0)
 
+    def decoder_input(self, z):
+        """What the decoder sees: ``post_quant_conv(z)`` for the image-decoder releases, ``z`` itself otherwise."""
+        return z if self.temporal_decoder else self.post_quant_conv(z)
+
     def decode(self, z, num_frames):
         """Latents (unscaled) of ``num_frames`` consecutive frames to pixels."""
-        if not self.temporal_decoder:
-            z = self.post_quant_conv(z)
-        return self.decoder(z, num_frames)
+        return self.decoder(self.decoder_input(z), num_frames)
 
     def construct(self, z, num_frames):
         return self.decode(z, num_frames)

@@ -87,6 +87,7 @@ def test_vae_decode(pair, num_frames):
     with torch.no_grad():
         theirs = vae.decode(torch.from_numpy(z), num_frames=num_frames).sample
     assert_close(model.vae.decoder(Tensor(z), num_frames), theirs)
+    assert_close(model.decode(Tensor(z * model.scale_factor)), theirs)  # PyNative: the frame-by-frame decoder
 
 
 def test_image_encoder(pair):
