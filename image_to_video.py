@@ -8,7 +8,7 @@ The image may have any size: --resize cover (default) scales it to cover the vid
 centre, --resize stretch scales each axis (nothing cut, shapes distorted).
 LoRAs (train.py with train.trainable=lora), each at a scale, unmerged or merged into the weights:
     python image_to_video.py --checkpoint svd.safetensors --lora pan.safetensors:0.8 --lora zoom.safetensors
-Long videos (svd/long_video.py), every model call within the trained length, so memory does not grow with N:
+Long videos (svd/sampling/long_video.py), every model call within the trained length, so memory does not grow with N:
     python image_to_video.py --checkpoint svd_toy.safetensors --interp-checkpoint interp.safetensors \
         --long-video interpolate --num-frames 65         # 5 keyframes, then 5 -> 17 -> 65
     ... --long-video interpolate --num-frames 17 --last-image end.png   # in-between: first and last frame given
@@ -22,15 +22,15 @@ import svd  # noqa: F401  (sets the oneDNN ISA before MindSpore is imported)
 import mindspore as ms
 
 from svd.cli import run_cli
-from svd.config import build_model, load_config
-from svd.long_video import MODES as LONG_VIDEO_MODES, PASS_FPS, LongVideoPipeline, load_interpolation_pipeline
-from svd.lora import parse_lora_spec
-from svd.memory import set_memory_budget
-from svd.media import check_output, read_image, write_video
-from svd.pipeline import ImageToVideoPipeline, SamplingOptions
-from svd.resize import RESIZE_MODES
+from svd.io.config import build_model, load_config
+from svd.io.media import check_output, read_image, write_video
+from svd.io.schema import SAMPLING_SCHEMA, check_positive, check_sampling
+from svd.models.lora import parse_lora_spec
+from svd.models.memory import set_memory_budget
+from svd.models.resize import RESIZE_MODES
 from svd.runtime import set_mode
-from svd.schema import SAMPLING_SCHEMA, check_positive, check_sampling
+from svd.sampling.long_video import MODES as LONG_VIDEO_MODES, PASS_FPS, LongVideoPipeline, load_interpolation_pipeline
+from svd.sampling.pipeline import ImageToVideoPipeline, SamplingOptions
 
 
 def parse_args(argv=None):

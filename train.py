@@ -23,20 +23,20 @@ from mindspore import Tensor, nn
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from svd.checkpoint import save_tensors
 from svd.cli import run_cli
-from svd.config import build_model, load_config
 from svd.data import VideoClips
-from svd.interpolation import is_interpolation_model, keyframe_count, load_model_weights
-from svd.lora import add_lora, is_lora_parameter, lora_tensors, save_lora
-from svd.memory import set_memory_budget
+from svd.io.checkpoint import save_tensors
+from svd.io.config import build_model, load_config
+from svd.io.schema import apply_overrides, check_size_multiple, check_train_config, check_writable_folder, load_yaml
+from svd.models.interpolation import is_interpolation_model, keyframe_count, load_model_weights
+from svd.models.lora import add_lora, is_lora_parameter, lora_tensors, save_lora
+from svd.models.memory import set_memory_budget
 from svd.runtime import set_mode
-from svd.schema import apply_overrides, check_size_multiple, check_train_config, check_writable_folder, load_yaml
-from svd.sink import sink_dataset
-from svd.train_state import CheckpointManager
-from svd.training import (AUTOENCODER_CHOICES, AutoencoderLoss, DiffusionLoss, InterpolationLoss, TrainStep,
-                          cosine_schedule, interpolation_step_inputs, latent_scale, select_trainable, step_inputs)
-from svd.training_log import TrainingLog
+from svd.training.log import TrainingLog
+from svd.training.sink import sink_dataset
+from svd.training.state import CheckpointManager
+from svd.training.step import (AUTOENCODER_CHOICES, AutoencoderLoss, DiffusionLoss, InterpolationLoss, TrainStep,
+                               cosine_schedule, interpolation_step_inputs, latent_scale, select_trainable, step_inputs)
 
 PRECISIONS = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
 
@@ -54,7 +54,7 @@ def parse_args(argv=None):
 
 
 def load_train_config(path, overrides):
-    """The training YAML with its overrides, every value checked (svd.schema): one-line errors name the key."""
+    """The training YAML with its overrides, every value checked (svd.io.schema): one-line errors name the key."""
     cfg = apply_overrides(load_yaml(path, "training config"), overrides, path)
     return check_train_config(cfg, path)
 
@@ -149,7 +149,7 @@ def build_training(cfg, args, world_size, clips):
         loss = AutoencoderLoss(model, t.get("kl_weight", 1e-6))
     else:
         loss_class = DiffusionLoss
-        if is_interpolation_model(model):  # keyframe interpolation (svd.interpolation): windows of (k-1)*4+1 frames
+        if is_interpolation_model(model):  # keyframe interpolation (svd.models.interpolation): (k-1)*4+1 frames
             try:
                 keyframe_count(cfg.data.num_frames)
             except ValueError as err:

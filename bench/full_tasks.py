@@ -34,8 +34,8 @@ def inputs(task, height, width, frames):
 def run_mindspore(task, config, height, width, frames, chunk, repeats):
     import svd  # noqa: F401
     from mindspore import Tensor, ops
-    from svd.checkpoint import load_weights
-    from svd.config import build_model, load_config
+    from svd.io.checkpoint import load_weights
+    from svd.io.config import build_model, load_config
     from svd.runtime import set_mode
     set_mode("pynative")
     if task == "gemm":
@@ -61,7 +61,7 @@ def run_torch(task, config, height, width, frames, chunk, repeats):
     import torch
     from safetensors.torch import load_file
     from tests.reference import published_modules
-    from svd.checkpoint import DIFFUSERS_FILES
+    from svd.io.checkpoint import DIFFUSERS_FILES
     if task == "gemm":
         a = torch.from_numpy(np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32))
         return timed(lambda: (a @ a).numpy(), repeats)

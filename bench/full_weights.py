@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from svd.checkpoint import DIFFUSERS_FILES
+from svd.io.checkpoint import DIFFUSERS_FILES
 from tests.reference import published_modules
 
 

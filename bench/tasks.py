@@ -52,9 +52,9 @@ def unet_call_inputs(model, data):
 def run_mindspore(task, graph, model_cfg, data):
     import svd  # noqa: F401
     from mindspore import Tensor, nn, ops
-    from svd.config import build_model, load_config
+    from svd.io.config import build_model, load_config
     from svd.runtime import set_mode
-    from svd.training import select_trainable
+    from svd.training.step import select_trainable
     set_mode("graph" if graph else "pynative")
     model = build_model(load_config("svd_tiny"))
     t = FRAMES
@@ -120,7 +120,7 @@ def run_torch(task, model_cfg, data):
 def main():
     framework, task = sys.argv[1], sys.argv[2]
     from omegaconf import OmegaConf
-    from svd.config import load_config
+    from svd.io.config import load_config
     model_cfg = OmegaConf.to_container(load_config("svd_tiny").model, resolve=True)
     data = inputs(model_cfg)
     if framework == "torch":

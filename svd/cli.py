@@ -1,10 +1,10 @@
 """Shared command-line behaviour: user errors end the program with one line, not a traceback."""
 import sys
 
-from svd.checkpoint import CheckpointError
+from svd.io.checkpoint import CheckpointError
 
 # Problems with what the user gave (files, folders, values); anything else is a bug and keeps its traceback.
-# FloatingPointError: sampling went non-finite (svd.diffusion.NonFiniteSampleError names the step and causes).
+# FloatingPointError: sampling went non-finite (svd.sampling.diffusion.NonFiniteSampleError names the step and causes).
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError,
                KeyError, CheckpointError, FloatingPointError)
 

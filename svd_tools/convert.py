@@ -24,12 +24,12 @@ import svd  # noqa: F401  (sets the oneDNN ISA before MindSpore is imported)
 import numpy as np
 from omegaconf import OmegaConf
 
-from svd.checkpoint import (DIFFUSERS_FILES, CheckpointError, TensorSource, convert_from_ours, convert_to_ours,
-                            detect_layout, load_weights, model_shapes, save_diffusers_folder, save_tensors)
 from svd.cli import run_cli
-from svd.config import build_model, load_config
-from svd.lora import attention_projections, check_fits, check_scale, merge_lora, parse_lora_spec, read_lora
-from svd.schema import check_output_file, check_writable_folder
+from svd.io.checkpoint import (DIFFUSERS_FILES, CheckpointError, TensorSource, convert_from_ours, convert_to_ours,
+                               detect_layout, load_weights, model_shapes, save_diffusers_folder, save_tensors)
+from svd.io.config import build_model, load_config
+from svd.io.schema import check_output_file, check_writable_folder
+from svd.models.lora import attention_projections, check_fits, check_scale, merge_lora, parse_lora_spec, read_lora
 
 
 def parse_args(argv=None):

@@ -15,12 +15,12 @@ import numpy as np
 from mindspore import Tensor
 from tqdm.auto import tqdm
 
-from svd.checkpoint import load_weights
 from svd.cli import run_cli
-from svd.config import build_model, load_config
 from svd.data import read_frames, read_metadata, resize_cover_crop
-from svd.metrics import (bicubic_baseline, mean_flow, mean_frame_difference, psnr, ssim, warping_error)
-from svd.pipeline import ImageToVideoPipeline, SamplingOptions
+from svd.io.checkpoint import load_weights
+from svd.io.config import build_model, load_config
+from svd.metrics import bicubic_baseline, mean_flow, mean_frame_difference, psnr, ssim, warping_error
+from svd.sampling.pipeline import ImageToVideoPipeline, SamplingOptions
 
 
 def heldout_clips(csv_path, height, width, root=None):

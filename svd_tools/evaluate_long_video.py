@@ -24,12 +24,13 @@ from mindspore import Tensor
 from tqdm.auto import tqdm
 
 from svd.cli import run_cli
-from svd.config import load_config
-from svd.interpolation import KEYFRAME_SPACING
-from svd.long_video import LongVideoPipeline, continuation_seams, decode_windows, load_interpolation_pipeline, seam_report
-from svd.media import write_video
+from svd.io.config import load_config
+from svd.io.media import write_video
 from svd.metrics import psnr
-from svd.pipeline import ImageToVideoPipeline, to_model_range
+from svd.models.interpolation import KEYFRAME_SPACING
+from svd.sampling.long_video import (LongVideoPipeline, continuation_seams, decode_windows, load_interpolation_pipeline,
+                                     seam_report)
+from svd.sampling.pipeline import ImageToVideoPipeline, to_model_range
 from svd_tools.evaluate import heldout_clips, write_report
 
 STRIP_FRAMES = 17  # a 65-frame strip shows every 4th frame

@@ -16,8 +16,8 @@ import imageio.v3 as iio
 import numpy as np
 
 from svd.cli import run_cli
-from svd.config import load_config
 from svd.data import read_frames, read_metadata
+from svd.io.config import load_config
 from svd_tools.evaluate import heldout_clips
 
 ROOT = Path(__file__).resolve().parents[1]

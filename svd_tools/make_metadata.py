@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from svd.checkpoint import atomic_write
 from svd.cli import run_cli
-from svd.schema import check_output_file, check_positive
+from svd.io.checkpoint import atomic_write
+from svd.io.schema import check_output_file, check_positive
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif"}
 FLOW_WIDTH = 256

@@ -10,7 +10,7 @@ the one the UNet stage started from; a VAE whose encoder differs is refused.
 
 The keyframe-interpolation model, trained from the packaged base (configs/toy_interp.yaml), ships as a delta:
 only the tensors its training changed (temporal layers and input convolution, fp16), with the base's file name
-in the metadata, so the two models fit the repository together (svd.checkpoint.load_weights reads it).
+in the metadata, so the two models fit the repository together (svd.io.checkpoint.load_weights reads it).
 
     python -m svd_tools.package_toy_model --interp outputs/toy/interp/final.safetensors \\
         --base models/svd_toy.safetensors --output models/svd_toy_interp.safetensors
@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from svd.checkpoint import DELTA_BASE, CheckpointError, TensorSource, save_tensors
 from svd.cli import run_cli
-from svd.schema import check_output_file
-from svd.training import TRAINABLE
+from svd.io.checkpoint import DELTA_BASE, CheckpointError, TensorSource, save_tensors
+from svd.io.schema import check_output_file
+from svd.training.step import TRAINABLE
 from svd_tools.convert import cast_floats
 
 ROOT = Path(__file__).resolve().parents[1]

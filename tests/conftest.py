@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import svd  # noqa: F401  (sets the oneDNN ISA before MindSpore runs)
-from svd.config import build_model, load_config
+from svd.io.config import build_model, load_config
 from svd.runtime import set_mode
 
 set_mode("pynative")

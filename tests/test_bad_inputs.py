@@ -391,9 +391,9 @@ def test_battery_size():
 
 def test_every_shipped_config_passes_the_schema(capsys):
     """The schema accepts every YAML in configs/ without a warning, and knows every train.trainable choice."""
-    from svd.config import load_config
-    from svd.schema import TRAINABLE_CHOICES, check_train_config, load_yaml
-    from svd.training import TRAINABLE
+    from svd.io.config import load_config
+    from svd.io.schema import TRAINABLE_CHOICES, check_train_config, load_yaml
+    from svd.training.step import TRAINABLE
 
     assert set(TRAINABLE_CHOICES) == set(TRAINABLE)
     checked = 0

@@ -16,8 +16,8 @@ from mindspore import Parameter, Tensor, nn
 from PIL import Image
 from safetensors.numpy import load_file, save_file
 
-from svd.checkpoint import CheckpointError, CkptReader, atomic_write, load_weights, remove_stale_temporaries
-from svd.train_state import CheckpointManager
+from svd.io.checkpoint import CheckpointError, CkptReader, atomic_write, load_weights, remove_stale_temporaries
+from svd.training.state import CheckpointManager
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["runtime.mode=pynative", "data.num_frames=2", "data.width=64", "data.frame_stride=2",
@@ -141,7 +141,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_sigkill_mid_save_leaves_only_a_temporary_that_the_next_run_removes(tmp_path):
     """A process killed inside atomic_write (after MindSpore wrote part of the file) leaves the previous
     checkpoint intact and a hidden partial file; clean_up removes exactly that kind of file."""
-    script = (f"import os, signal\nfrom svd.checkpoint import atomic_write\n"
+    script = (f"import os, signal\nfrom svd.io.checkpoint import atomic_write\n"
               f"def write(tmp):\n    open(tmp[:-5] + '.tmp', 'wb').write(b'partial')\n"
               f"    os.kill(os.getpid(), signal.SIGKILL)\n"
               f"atomic_write({str(tmp_path / 'step_00000002.ckpt')!r}, write)\n")
@@ -245,7 +245,7 @@ def fine_tuned(clips_csv, tiny_model, tmp_path_factory):
 
 
 def test_training_checkpoint_loads_the_weights_it_holds(fine_tuned, tiny_cfg):
-    from svd.config import build_model
+    from svd.io.config import build_model
 
     final = load_file(str(fine_tuned / "final.safetensors"))
     model = build_model(tiny_cfg, lazy=True)
@@ -284,7 +284,7 @@ def test_convert_overwrites_only_when_told(tmp_path, tiny_model):
 
 
 def test_sink_inputs_are_streamed_not_built_up_front():
-    from svd.sink import StepStream, sink_dataset
+    from svd.training.sink import StepStream, sink_dataset
 
     built = []
 
@@ -307,7 +307,7 @@ def test_sink_inputs_are_streamed_not_built_up_front():
 
 
 def test_exif_orientation_is_applied(tmp_path):
-    from svd.media import read_image
+    from svd.io.media import read_image
 
     pixels = np.zeros((20, 40, 3), np.uint8)
     pixels[:, :10] = 255  # a white band on the left of the stored landscape pixels
@@ -351,7 +351,7 @@ def test_csv_length_beyond_the_video_is_remeasured_not_blacklisted(clips_csv, tm
 def test_numeric_strings_are_converted_and_unknown_keys_warned(tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    from svd.schema import check_train_config, load_yaml
+    from svd.io.schema import check_train_config, load_yaml
 
     cfg = load_yaml(ROOT / "configs" / "train_tiny.yaml")
     OmegaConf.update(cfg, "optimizer.lr", "3e-5", merge=False)

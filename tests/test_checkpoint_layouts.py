@@ -11,10 +11,10 @@ from mindspore import Tensor
 from omegaconf import OmegaConf
 from safetensors.numpy import save_file
 
-from svd.checkpoint import (CheckpointError, convert_to_ours, detect_layout, diffusers_weights, load_weights,
-                            model_shapes, read_tensors, save_tensors)
-from svd.config import build_model, load_config
-from svd.layouts import STABILITY_IGNORED, mindone_name, stability_name
+from svd.io.checkpoint import (CheckpointError, convert_to_ours, detect_layout, diffusers_weights, load_weights,
+                               model_shapes, read_tensors, save_tensors)
+from svd.io.config import build_model, load_config
+from svd.io.layouts import STABILITY_IGNORED, mindone_name, stability_name
 from svd_tools.convert import convert
 
 torch = pytest.importorskip("torch")
@@ -244,7 +244,7 @@ def test_unknown_layout_is_one_line_naming_the_file(tiny_cfg, tmp_path):
 def test_released_variant_configs():
     """SVD-XT 1.1 is SVD-XT with 6 fps (fps_id 5) and motion bucket 127; the image-decoder releases differ
     from SVD / SVD-XT only in the frame-wise VAE decoder."""
-    from svd.pipeline import SamplingOptions
+    from svd.sampling.pipeline import SamplingOptions
     xt, xt11 = load_config("svd_xt"), load_config("svd_xt_1_1")
     assert xt11.model == xt.model
     options = SamplingOptions.from_config(xt11.sampling)
@@ -259,7 +259,7 @@ def test_full_size_frame_wise_decoder_maps_onto_autoencoder_kl():
     """Every parameter of svd_image_decoder maps onto diffusers' published-size networks with AutoencoderKL."""
     from diffusers import AutoencoderKL
 
-    from svd.checkpoint import match_keys
+    from svd.io.checkpoint import match_keys
     cfg = load_config("svd_image_decoder")
     shapes = model_shapes(build_model(cfg, lazy=True))
     modules = reference.published_modules(num_frames=14)
@@ -279,7 +279,7 @@ def test_ckpt_reader_equals_mindspore_loader(tmp_path, monkeypatch):
     import mindspore as ms
     from mindspore.train import serialization
 
-    from svd.checkpoint import CkptReader
+    from svd.io.checkpoint import CkptReader
     rng = np.random.default_rng(0)
     state = {"a.f32": rng.standard_normal((40, 30)).astype(np.float32),
              "b.f16": rng.standard_normal(5).astype(np.float16),

@@ -6,8 +6,8 @@ import pytest
 from mindspore import Tensor
 from safetensors.numpy import load_file, save_file
 
-from svd.checkpoint import CheckpointError, load_weights, read_tensors
-from svd.config import build_model
+from svd.io.checkpoint import CheckpointError, load_weights, read_tensors
+from svd.io.config import build_model
 from svd_tools.convert import convert, main
 
 torch = pytest.importorskip("torch")
@@ -108,7 +108,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_safetensors_reader_equals_library_reader(tmp_path):
     """Our streaming reader returns what safetensors returns, for every dtype a checkpoint may hold."""
-    from svd.checkpoint import SafetensorsReader
+    from svd.io.checkpoint import SafetensorsReader
     rng = np.random.default_rng(0)
     state = {"a.f32": rng.standard_normal((3, 4)).astype(np.float32),
              "b.f16": rng.standard_normal((5,)).astype(np.float16),
@@ -125,7 +125,7 @@ def test_safetensors_reader_equals_library_reader(tmp_path):
 def test_bf16_tensors_widen_exactly(tmp_path):
     torch = pytest.importorskip("torch")
     from safetensors.torch import save_file
-    from svd.checkpoint import SafetensorsReader
+    from svd.io.checkpoint import SafetensorsReader
     values = torch.randn(7, 3).to(torch.bfloat16)
     save_file({"w": values}, str(tmp_path / "w.safetensors"))
     got = SafetensorsReader(tmp_path / "w.safetensors").get("w")
@@ -134,7 +134,7 @@ def test_bf16_tensors_widen_exactly(tmp_path):
 
 def test_load_only_the_unet(tiny_cfg, tmp_path):
     """prefixes=("unet.",) loads the UNet from a full checkpoint and leaves the other networks alone."""
-    from svd.checkpoint import save_tensors
+    from svd.io.checkpoint import save_tensors
     source = build_model(tiny_cfg, seed=3)
     state = {p.name: p.asnumpy() for p in source.get_parameters()}
     save_tensors(state, tmp_path / "all.safetensors")
@@ -149,7 +149,7 @@ def test_load_only_the_unet(tiny_cfg, tmp_path):
 
 def test_dtype_fp16_halves_the_file_and_loads_back(tiny_model, tiny_cfg, tmp_path):
     """--dtype fp16 stores every float tensor in half precision; loading widens them to the model's fp32."""
-    from svd.checkpoint import save_tensors
+    from svd.io.checkpoint import save_tensors
     state = {p.name: p.asnumpy() for p in tiny_model.get_parameters()}
     save_tensors(state, tmp_path / "full.safetensors")
     main(["--config", "svd_tiny", "--input", str(tmp_path / "full.safetensors"), "--output",

@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 
 torch = pytest.importorskip("torch")
 
-from svd.checkpoint import match_keys, model_shapes  # noqa: E402
-from svd.config import build_model, load_config  # noqa: E402
-from svd.layouts import stability_name  # noqa: E402
+from svd.io.checkpoint import match_keys, model_shapes  # noqa: E402
+from svd.io.config import build_model, load_config  # noqa: E402
+from svd.io.layouts import stability_name  # noqa: E402
 
 
 @pytest.fixture(scope="module")

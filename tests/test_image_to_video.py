@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import image_to_video
-from svd.diffusion import edm_sigmas, guidance_scale
+from svd.sampling.diffusion import edm_sigmas, guidance_scale
 
 ROOT_ARGS = ["--config", "svd_tiny", "--image", "assets/demo.png", "--num-steps", "1", "--num-frames", "3",
              "--no-progress"]
@@ -43,7 +43,7 @@ def test_several_outputs_and_overwrite(tmp_path):
 
 def test_sampling_that_goes_non_finite_names_the_step():
     from mindspore import Tensor
-    from svd.diffusion import NonFiniteSampleError, euler_edm_sample
+    from svd.sampling.diffusion import NonFiniteSampleError, euler_edm_sample
     calls = []
 
     def denoise(x, sigma):
@@ -56,7 +56,7 @@ def test_sampling_that_goes_non_finite_names_the_step():
 
 def test_transparent_pixels_are_composited_over_white(tmp_path, capsys):
     from PIL import Image
-    from svd.media import read_image
+    from svd.io.media import read_image
     rgba = np.zeros((4, 4, 4), np.uint8)
     rgba[..., 0] = 200
     rgba[:2, ..., 3] = 255

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from svd.layers import GroupNorm, LayerNorm, gelu, timestep_embedding
+from svd.models.layers import GroupNorm, LayerNorm, gelu, timestep_embedding
 
 float64_erf = np.vectorize(math.erf)
 

@@ -15,17 +15,17 @@ from safetensors.numpy import load_file
 
 import image_to_video
 import train
-from svd.attention import VideoTransformerBlock, band_blocks, check_window, local_attention
-from svd.checkpoint import CheckpointError, convert_from_ours, save_diffusers_folder, save_tensors
-from svd.config import build_model, load_config
-from svd.interpolation import (CONV_IN, interpolation_concat, interpolation_config, keyframe_count, keyframe_mask,
-                               load_model_weights, nearest_keyframe)
-from svd.long_video import (LongVideoPipeline, continuation_chunks, continuation_seams, decode_windows,
-                            interpolation_plan, interpolation_windows, keyframe_guidance, load_interpolation_pipeline,
-                            seam_report, two_image_plan)
-from svd.pipeline import ImageToVideoPipeline, SamplingOptions, to_model_range
-from svd.pretrained import load_pretrained
-from svd.training import TRAINABLE
+from svd.io.checkpoint import CheckpointError, convert_from_ours, save_diffusers_folder, save_tensors
+from svd.io.config import build_model, load_config
+from svd.io.pretrained import load_pretrained
+from svd.models.attention import VideoTransformerBlock, band_blocks, check_window, local_attention
+from svd.models.interpolation import (CONV_IN, interpolation_concat, interpolation_config, keyframe_count,
+                                      keyframe_mask, load_model_weights, nearest_keyframe)
+from svd.sampling.long_video import (LongVideoPipeline, continuation_chunks, continuation_seams, decode_windows,
+                                     interpolation_plan, interpolation_windows, keyframe_guidance,
+                                     load_interpolation_pipeline, seam_report, two_image_plan)
+from svd.sampling.pipeline import ImageToVideoPipeline, SamplingOptions, to_model_range
+from svd.training.step import TRAINABLE
 from svd_tools import package_toy_model
 from svd_tools.convert import cast_floats
 
@@ -401,7 +401,7 @@ def test_cli_long_videos(micro_yaml, tmp_path):
 
 def test_interpolation_step_inputs(clips_csv):
     from svd.data import VideoClips
-    from svd.training import interpolation_step_inputs
+    from svd.training.step import interpolation_step_inputs
 
     clips = VideoClips(clips_csv, 9, 1, 32, 48)
     noise = {"p_mean": 1.0, "p_std": 1.6, "cond_aug_mean": -3.0, "cond_aug_std": 0.5}

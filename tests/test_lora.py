@@ -12,12 +12,12 @@ from safetensors.numpy import load_file, save_file
 
 import image_to_video
 import train
-from svd.attention import Attention, scaled_dot_product_attention
-from svd.checkpoint import CheckpointError, save_tensors
-from svd.config import build_model
+from svd.io.checkpoint import CheckpointError, save_tensors
+from svd.io.config import build_model
+from svd.models.attention import Attention, scaled_dot_product_attention
+from svd.models.lora import (DEFAULT_TARGETS, add_lora, attention_projections, load_lora, parse_lora_spec,
+                             projection_layer, save_lora, select_targets)
 from svd.runtime import set_mode
-from svd.lora import (DEFAULT_TARGETS, add_lora, attention_projections, load_lora, parse_lora_spec, projection_layer,
-                      save_lora, select_targets)
 from svd_tools.convert import convert
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,8 +4,8 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor
 
-from svd.attention import FeedForward, scaled_dot_product_attention
-from svd.memory import MIB, SCORE_BYTES, memory_budget, plan_attention_chunks, plan_row_chunk, set_memory_budget
+from svd.models.attention import FeedForward, scaled_dot_product_attention
+from svd.models.memory import MIB, SCORE_BYTES, memory_budget, plan_attention_chunks, plan_row_chunk, set_memory_budget
 
 UNBOUNDED = 1 << 40
 

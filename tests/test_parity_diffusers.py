@@ -6,8 +6,8 @@ from mindspore import Tensor
 torch = pytest.importorskip("torch")
 reference = pytest.importorskip("tests.reference")
 
-from svd.checkpoint import convert_to_ours, model_shapes  # noqa: E402
-from svd.clip import clip_preprocess, resize_operators  # noqa: E402
+from svd.io.checkpoint import convert_to_ours, model_shapes  # noqa: E402
+from svd.models.clip import clip_preprocess, resize_operators  # noqa: E402
 
 ATOL = 1e-4
 
@@ -102,7 +102,7 @@ def test_image_encoder(pair):
 def test_clip_preprocessing(size):
     from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import \
         _resize_with_antialiasing
-    from svd.clip import CLIP_MEAN, CLIP_STD
+    from svd.models.clip import CLIP_MEAN, CLIP_STD
     image = np.random.default_rng(6).uniform(-1, 1, (1, 3) + size).astype(np.float32)
     with torch.no_grad():
         theirs = (_resize_with_antialiasing(torch.from_numpy(image), (224, 224)) + 1.0) / 2.0
@@ -116,7 +116,7 @@ def test_three_step_sampling_matches_diffusers_pipeline(pair, tiny_cfg):
     from PIL import Image
     from transformers import CLIPImageProcessor
 
-    from svd.pipeline import ImageToVideoPipeline, SamplingOptions
+    from svd.sampling.pipeline import ImageToVideoPipeline, SamplingOptions
     model, unet, vae, image_encoder = pair
     options = SamplingOptions.from_config(tiny_cfg.sampling, num_steps=3, num_frames=5, decode_chunk_size=3)
     scheduler = EulerDiscreteScheduler(prediction_type="v_prediction", use_karras_sigmas=True, sigma_min=0.002,

@@ -9,13 +9,13 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import image_to_video
-from svd.checkpoint import CheckpointError, convert_from_ours, save_diffusers_folder, save_tensors
-from svd.config import build_model
-from svd.diffusion import edm_sigmas
-from svd.media import load_image, read_image, rgb_images, to_uint8, unit_rgb
-from svd.pipeline import ImageToVideoPipeline, SamplingOptions
-from svd.pretrained import choose_config, model_configs
-from svd.resize import fit_image
+from svd.io.checkpoint import CheckpointError, convert_from_ours, save_diffusers_folder, save_tensors
+from svd.io.config import build_model
+from svd.io.media import load_image, read_image, rgb_images, to_uint8, unit_rgb
+from svd.io.pretrained import choose_config, model_configs
+from svd.models.resize import fit_image
+from svd.sampling.diffusion import edm_sigmas
+from svd.sampling.pipeline import ImageToVideoPipeline, SamplingOptions
 
 H, W, T = 64, 64, 2
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svd.long_video import continuation_seams, seam_report
-from svd.media import load_image
+from svd.io.media import load_image
 from svd.metrics import psnr
+from svd.sampling.long_video import continuation_seams, seam_report
 from svd_tools.evaluate_long_video import keyframe_scores, runner_for
 
 ROOT = Path(__file__).resolve().parents[1]

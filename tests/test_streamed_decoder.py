@@ -1,10 +1,11 @@
-"""The frame-by-frame decoder (svd.streamed_decoder) against the compiled-form Decoder on the same weights."""
+"""The frame-by-frame decoder (svd.models.streamed_decoder) against the compiled-form Decoder on the same weights."""
 import numpy as np
 import pytest
 from mindspore import Tensor
 
-from svd.streamed_decoder import decode_frame_by_frame, video_group_stats
-from svd.vae import Decoder
+from svd.io.config import build_model, load_config
+from svd.models.streamed_decoder import decode_frame_by_frame, frame_group_stats, video_group_stats
+from svd.models.vae import Decoder
 
 
 def randomized_decoder(temporal, seed=1):
@@ -29,10 +30,29 @@ def test_frame_by_frame_equals_the_decoder(temporal, num_frames):
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
 
 
-def test_group_statistics_over_frames_are_exact():
+@pytest.mark.parametrize("fused", [True, False])
+def test_group_statistics_over_frames_are_exact(fused, monkeypatch):
+    """Both ways of taking a frame's statistics (the fused LayerNorm outputs on CPU, two passes elsewhere)."""
+    monkeypatch.setattr("svd.models.streamed_decoder.layer_norm_gives_variance", lambda: fused)
     rng = np.random.default_rng(0)
     frames = (rng.standard_normal((3, 1, 64, 20, 24)) * 3 + 7).astype(np.float32)
     mean, var = video_group_stats([Tensor(f) for f in frames], 32)
     grouped = frames.astype(np.float64).reshape(3, 32, -1).transpose(1, 0, 2).reshape(32, -1)
     np.testing.assert_allclose(mean, grouped.mean(axis=1), rtol=1e-6)
     np.testing.assert_allclose(var, grouped.var(axis=1), rtol=1e-6)
+    one_mean, one_var = frame_group_stats(Tensor(frames[0]), 32, fused=fused)
+    np.testing.assert_allclose(one_mean, frames[0].astype(np.float64).reshape(32, -1).mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(one_var, frames[0].astype(np.float64).reshape(32, -1).var(axis=1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("temporal", [True, False])
+def test_model_decode_runs_the_decoder_frame_by_frame(temporal):
+    """SVDModel.decode (PyNative) scales the latents, applies post_quant_conv for the image decoder, streams."""
+    cfg = load_config("svd_tiny")
+    cfg.model.vae.temporal_decoder = temporal
+    model = build_model(cfg, seed=3)
+    latents = np.random.default_rng(5).standard_normal((3, 4, 8, 16)).astype(np.float32)
+    expected = model.vae.decode(Tensor(latents / model.scale_factor), 3).asnumpy()
+    got = model.decode(Tensor(latents)).asnumpy()
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * np.abs(expected).max())

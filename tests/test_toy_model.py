@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 import image_to_video
-from svd.config import build_model, load_config
-from svd.media import load_image
+from svd.io.config import build_model, load_config
+from svd.io.media import load_image
 from svd.metrics import mean_frame_difference, psnr, warping_error
-from svd.pipeline import ImageToVideoPipeline, SamplingOptions
+from svd.sampling.pipeline import ImageToVideoPipeline, SamplingOptions
 from svd_tools.demo import write_comparison
 
 ROOT = Path(__file__).resolve().parents[1]

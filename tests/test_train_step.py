@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from mindspore import Parameter, Tensor, nn
 
-from svd.training import TrainStep, cosine_schedule
+from svd.training.step import TrainStep, cosine_schedule
 
 
 class Quadratic(nn.Cell):

@@ -62,11 +62,11 @@ def test_loss_falls_on_real_clips(trained, clips_csv):
     """The first 6 steps' batches (same clips, sigmas and noises) have a lower loss after training."""
     import mindspore as ms
 
-    from svd.checkpoint import load_weights
-    from svd.config import build_model, load_config
+    from svd.io.checkpoint import load_weights
+    from svd.io.config import build_model, load_config
     from svd.data import VideoClips
-    from svd.train_state import CheckpointManager
-    from svd.training import DiffusionLoss, step_inputs
+    from svd.training.state import CheckpointManager
+    from svd.training.step import DiffusionLoss, step_inputs
     out, log = trained
     assert [s for s, _ in CheckpointManager(out).saved()] == [8, 12]  # keep=2 pruned step 4
     before = [float(row[1]) for row in log[:6]]

@@ -8,8 +8,8 @@ import pytest
 from safetensors.numpy import load_file
 
 import train
-from svd.config import build_model, load_config
-from svd.training import AutoencoderLoss, step_inputs
+from svd.io.config import build_model, load_config
+from svd.training.step import AutoencoderLoss, step_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ["runtime.mode=pynative", "data.num_frames=2", "data.height=32", "data.width=48", "train.steps=2",
@@ -78,7 +78,7 @@ def test_more_unet_training_continues_the_unet_stage(unet_stage, clips_csv, tmp_
 
 def test_decoder_stage_keeps_the_latent_space_and_packages_with_the_unet_stage(vae_stage, clips_csv, tmp_path):
     """Stage 1b trains only the decoder; the package takes its autoencoder and the UNet stage's rest, in fp16."""
-    from svd.checkpoint import save_tensors
+    from svd.io.checkpoint import save_tensors
     from svd_tools.package_toy_model import packaged, write_scale_factor
     vae_out, vae_weights = vae_stage
     decoder = stage("toy_vae_decoder.yaml", clips_csv, tmp_path / "dec",

@@ -2,8 +2,8 @@
 import mindspore as ms
 from mindspore import nn, ops
 
-from svd.layers import LayerNorm, erf_gelu_is_fast, gelu
-from svd.memory import memory_budget, plan_attention_chunks, plan_row_chunk
+from svd.models.layers import LayerNorm, erf_gelu_is_fast, gelu
+from svd.models.memory import memory_budget, plan_attention_chunks, plan_row_chunk
 
 
 def flash_attention_available():
@@ -67,7 +67,7 @@ def scaled_dot_product_attention(q, k, v, heads, use_flash=False, budget=None):
 
     ``use_flash`` selects Ascend's fused kernel for fp16/bf16 inputs. Elsewhere the
     attention runs in chunks whose scores fit ``budget`` bytes (default: the
-    process-wide budget of svd.memory), so memory stays bounded at any resolution.
+    process-wide budget of svd.models.memory), so memory stays bounded at any resolution.
     """
     b, n, inner = q.shape
     m = k.shape[1]
@@ -160,7 +160,7 @@ def local_attention(q, k, v, heads, window, budget=None):
 class Attention(nn.Cell):
     """Self- or cross-attention: q/k/v without bias, output projection with bias.
 
-    ``cross`` marks a cross-attention: in SVD its context is one token, so to_q/to_k are never used (svd.lora).
+    ``cross`` marks a cross-attention: in SVD its context is one token, so to_q/to_k are never used (svd.models.lora).
     ``window`` (odd, self-attention only) restricts position i to positions j with ``|i - j| <= window // 2``
     (local_attention); None is full attention.
     """

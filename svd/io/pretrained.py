@@ -13,9 +13,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from svd.checkpoint import CheckpointError, DamagedCheckpointError, load_weights
-from svd.config import CONFIG_DIR, REQUIRED_SECTIONS, build_model, load_config, resolve_config_path
-from svd.interpolation import load_model_weights
+from svd.io.checkpoint import CheckpointError, DamagedCheckpointError, load_weights
+from svd.io.config import CONFIG_DIR, REQUIRED_SECTIONS, build_model, load_config, resolve_config_path
+from svd.models.interpolation import load_model_weights
 
 
 def load_pretrained(path, config=None):

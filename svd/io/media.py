@@ -7,7 +7,7 @@ import imageio.v3 as iio
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from svd.resize import fit_image
+from svd.models.resize import fit_image
 
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -104,7 +104,7 @@ def _one_image(item, label):
 
 
 def load_image(path, height, width, mode="cover"):
-    """RGB uint8 ``(height, width, 3)`` of an image file, fitted by ``svd.resize.fit_image`` (cover or stretch)."""
+    """RGB uint8 ``(height, width, 3)`` of an image file, fitted by ``svd.models.resize.fit_image`` (cover/stretch)."""
     return to_uint8(fit_image(unit_rgb(read_image(path)), height, width, mode))
 
 
@@ -127,7 +127,7 @@ def check_output(path, fps=None, overwrite=True):
     a file path that is not an existing folder, a frames folder that is not an existing file, a folder
     we can write in, and a positive frame rate. ``overwrite`` False also refuses an existing video file or a
     folder that already holds frames (the command-line tools replace them only when told to)."""
-    from svd.schema import check_writable_folder
+    from svd.io.schema import check_writable_folder
 
     kind = output_kind(path)
     path = Path(path)

@@ -6,7 +6,7 @@ takes the nearer one, a tie the earlier one), as SVD repeats its first frame to 
 channel: 1 at the keyframe positions, 0 elsewhere. One pass turns k keyframes into ``(k - 1) * 4 + 1``
 frames (5 -> 17 -> 65). The input convolution of the base model grows by the mask channel, whose weights
 start at zero: an interpolation model fresh from base weights computes exactly what the base model does
-with the same concat latents (load_model_weights). svd.long_video runs it; svd.training.InterpolationLoss
+with the same concat latents (load_model_weights). svd.sampling.long_video runs it; svd.training.step.InterpolationLoss
 trains it.
 
 Conditioning latents are unscaled (posterior-mode space, like SVD's concat latent): a keyframe latent in
@@ -19,8 +19,8 @@ import numpy as np
 from mindspore import Tensor
 from omegaconf import OmegaConf
 
-from svd.checkpoint import CheckpointError, TensorSource, detect_layout, load_weights
-from svd.layouts import LayoutError, layout_entry
+from svd.io.checkpoint import CheckpointError, TensorSource, detect_layout, load_weights
+from svd.io.layouts import LayoutError, layout_entry
 
 KEYFRAME_SPACING = 4
 CONV_IN = "unet.input_blocks.0.0.weight"
@@ -135,7 +135,7 @@ def checkpoint_input_channels(path, model_cfg):
 
 
 def load_model_weights(model, path, model_cfg, strict=True, prefixes=None):
-    """svd.checkpoint.load_weights for any model, also an interpolation model from a base model's checkpoint
+    """svd.io.checkpoint.load_weights for any model, also an interpolation model from a base model's checkpoint
     (SVD, SVD-XT, ours; any layout): the input convolution is then grown by the mask channel, zero-initialised.
     An interpolation delta (svd_tools.package_toy_model --interp) loads its base model this way, then its own
     tensors. Returns the load report."""

@@ -6,7 +6,7 @@ the temporal transformer blocks' attention (``time_stack``), where the SVD paper
 
 In SVD every cross-attention (``attn2``) attends to one context token, the CLIP image embedding: the
 softmax over one key is exactly 1 whatever the logit, so the output is ``to_out(to_v(context))`` and
-to_q/to_k get zero gradient (svd.attention skips them altogether). A LoRA there is useless; the
+to_q/to_k get zero gradient (svd.models.attention skips them altogether). A LoRA there is useless; the
 default targets leave them out and targeting them warns.
 
 A LoRA file is a safetensors file with ``<layer>.lora_down.weight`` and ``<layer>.lora_up.weight`` per
@@ -29,8 +29,8 @@ from mindspore.nn.utils import no_init_parameters
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from svd.attention import Attention
-from svd.checkpoint import CheckpointError, atomic_write
+from svd.io.checkpoint import CheckpointError, atomic_write
+from svd.models.attention import Attention
 
 PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
 DEFAULT_TARGETS = ("unet.*.time_stack.*.attn1.to_[qkv]", "unet.*.time_stack.*.attn1.to_out.0",

@@ -137,7 +137,7 @@ def either(*rules, **flags):
     return Rule(expect, check, **flags)
 
 
-TRAINABLE_CHOICES = ("temporal", "unet", "unet+image_encoder", "vae", "vae_decoder", "lora",  # svd.training
+TRAINABLE_CHOICES = ("temporal", "unet", "unet+image_encoder", "vae", "vae_decoder", "lora",  # svd.training.step
                      "interpolation")
 PARTS = ("unet", "vae", "image_encoder")
 

@@ -3,12 +3,12 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from svd.clip import VisionTransformer, clip_preprocess, resize_operators
-from svd.diffusion import append_dims, v_scalings
-from svd.layers import timestep_embedding
-from svd.streamed_decoder import decode_frame_by_frame
-from svd.unet import VideoUNet
-from svd.vae import AutoencoderKL
+from svd.models.clip import VisionTransformer, clip_preprocess, resize_operators
+from svd.models.layers import timestep_embedding
+from svd.models.streamed_decoder import decode_frame_by_frame
+from svd.models.unet import VideoUNet
+from svd.models.vae import AutoencoderKL
+from svd.sampling.diffusion import append_dims, v_scalings
 
 
 def micro_conditioning(fps_id, motion_bucket_id, noise_aug_strength, dim):
@@ -64,7 +64,7 @@ class SVDModel(nn.Cell):
     def decode(self, latents):
         """One chunk of latents ``(t, c, h, w)`` to frames in ``[-1, 1]``; the temporal layers see only this chunk.
 
-        PyNative runs the decoder frame by frame (svd.streamed_decoder: the same result at a fraction of the
+        PyNative runs the decoder frame by frame (svd.models.streamed_decoder: the same result at a fraction of the
         memory); graph mode runs the compiled decoder.
         """
         z = latents / self.scale_factor

@@ -3,7 +3,7 @@
 Two modes, both built on windows that never exceed what the models were trained on:
 
 ``interpolate``: the base model makes ``k`` keyframes, then ``L`` passes of the keyframe-interpolation model
-(svd.interpolation) each put 3 frames between every pair: ``N = 1 + (k - 1) * 4^L`` frames (5 -> 17 -> 65).
+(svd.models.interpolation) each put 3 frames between every pair: ``N = 1 + (k - 1) * 4^L`` frames (5 -> 17 -> 65).
 A pass runs in windows of at most the interpolation model's trained length (e.g. 17 frames = 5 keyframes);
 neighbouring windows share their end keyframe. Keyframes are kept exactly: during sampling their positions
 are held at ``keyframe + sigma * noise`` (inpainting-style, so the frames around them see them at every
@@ -26,16 +26,16 @@ import numpy as np
 from mindspore import Tensor, ops
 from tqdm.auto import tqdm
 
-from svd.checkpoint import CheckpointError
-from svd.config import build_model, load_config
-from svd.diffusion import edm_sigmas
-from svd.interpolation import (KEYFRAME_SPACING, checkpoint_input_channels, frames_for_keyframes,
-                               interpolation_concat, interpolation_config, is_interpolation_model, keyframe_count,
-                               keyframe_positions, load_model_weights)
-from svd.media import rgb_images
-from svd.pipeline import ImageToVideoPipeline, SamplingOptions, as_generator, to_model_range, validate
-from svd.pretrained import load_pretrained
-from svd.resize import fit_image
+from svd.io.checkpoint import CheckpointError
+from svd.io.config import build_model, load_config
+from svd.io.media import rgb_images
+from svd.io.pretrained import load_pretrained
+from svd.models.interpolation import (KEYFRAME_SPACING, checkpoint_input_channels, frames_for_keyframes,
+                                      interpolation_concat, interpolation_config, is_interpolation_model,
+                                      keyframe_count, keyframe_positions, load_model_weights)
+from svd.models.resize import fit_image
+from svd.sampling.diffusion import edm_sigmas
+from svd.sampling.pipeline import ImageToVideoPipeline, SamplingOptions, as_generator, to_model_range, validate
 
 MODES = ("interpolate", "continue")
 PASS_FPS = ("same", "scaled")
@@ -198,7 +198,7 @@ def load_interpolation_pipeline(base_cfg, checkpoint=None, config=None, seed=Non
 
 class LongVideoPipeline:
     """Long videos from an ImageToVideoPipeline (the base model) and, for ``interpolate``, a second one holding a
-    keyframe-interpolation model (svd.interpolation).
+    keyframe-interpolation model (svd.models.interpolation).
 
     ``window_frames``: the longest interpolation window (default: the interpolation pipeline's
     ``num_frames``, its trained length; ``(k - 1) * 4 + 1``). ``chunk_frames``: the base model's window for

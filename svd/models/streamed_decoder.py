@@ -6,8 +6,8 @@ blocks it grows by, so a 4-frame decode peaked at twice torch's memory. Here the
 see one frame at a time wherever the arithmetic is per frame (spatial ResnetBlocks, the mid-block attention,
 upsampling, the output conv), and the temporal parts are computed exactly across frames:
 
-- the temporal ResBlock's GroupNorm statistics span all frames: per-frame group means and variances from the fused
-  LayerNorm kernel are combined in float64, then each frame is normalised by the fused batch-norm kernel;
+- the temporal ResBlock's GroupNorm statistics span all frames: per-frame group means and variances (on CPU from the
+  fused LayerNorm kernel) are combined in float64, then each frame is normalised by the fused batch-norm kernel;
 - its (k, 1, 1) temporal convolution is, per output frame, a sum of k channel matmuls of the neighbouring frames,
   whose normalised inputs are computed once each and kept only while a neighbour needs them.
 
@@ -19,16 +19,29 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, mint, ops
 
-from svd.layers import silu, to_frames, to_video
-from svd.vae import VideoResnetBlock
+from svd.models.layers import silu, to_frames, to_video
+from svd.models.vae import VideoResnetBlock
 
 
-def frame_group_stats(frame, groups):
-    """Per-group mean and (biased) variance of one frame ``(1, C, H, W)``, as float64 arrays ``(groups,)``."""
+def layer_norm_gives_variance():
+    """Whether ``ops.LayerNorm``'s third output is the variance: so on CPU (tested); documented as rstd elsewhere."""
+    return ms.get_context("device_target") == "CPU"
+
+
+def frame_group_stats(frame, groups, fused=None):
+    """Per-group mean and (biased) variance of one frame ``(1, C, H, W)``, as float64 arrays ``(groups,)``.
+
+    ``fused`` (default: :func:`layer_norm_gives_variance`) reads them off the fused LayerNorm kernel in one pass;
+    otherwise they are a mean and a mean of squared deviations (two passes, any backend).
+    """
     _, c, h, w = frame.shape
-    view = frame.astype(ms.float32).reshape(groups, (c // groups) * h, w)
-    ones, zeros = ops.ones(w, ms.float32), ops.zeros(w, ms.float32)
-    _, mean, var = ops.LayerNorm(begin_norm_axis=1, begin_params_axis=-1)(view, ones, zeros)
+    view = frame.astype(ms.float32).reshape(groups, (c // groups) * h * w)
+    if layer_norm_gives_variance() if fused is None else fused:
+        ones, zeros = ops.ones(w, ms.float32), ops.zeros(w, ms.float32)
+        _, mean, var = ops.LayerNorm(begin_norm_axis=1, begin_params_axis=-1)(view.reshape(groups, -1, w), ones, zeros)
+    else:
+        mean = mint.mean(view, dim=1, keepdim=True)
+        var = mint.mean(mint.square(view - mean), dim=1)
     return mean.asnumpy().reshape(-1).astype(np.float64), var.asnumpy().reshape(-1).astype(np.float64)
 
 
@@ -52,7 +65,7 @@ def normalise(frame, norm, mean, var):
 
 
 def temporal_conv_frames(conv, source, count):
-    """Yield ``conv`` (a :class:`svd.layers.TemporalConv`) over ``count`` frames, one output frame at a time;
+    """Yield ``conv`` (a :class:`svd.models.layers.TemporalConv`) over ``count`` frames, one output frame at a time;
     ``source(t)`` gives input frame ``t`` and is called once per frame. Zero padding at both ends, as the conv."""
     pad = conv.pad
     weight = conv.weight
@@ -84,6 +97,7 @@ def norm_silu_source(norm, frames):
 def temporal_block(block, frames):
     """The temporal half of a VideoResnetBlock on ``frames`` in place: ``lerp(x, x + h, sigmoid(mix))``."""
     stack = block.time_stack
+    assert not stack.has_skip_conv and not stack.use_emb, "the VAE's temporal ResBlock has neither"
     count = len(frames)
     norm_in, conv_in = stack.in_layers[0], stack.in_layers[2]
     norm_out, conv_out = stack.out_layers[0], stack.out_layers[3]

@@ -8,9 +8,9 @@ import mindspore as ms
 from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import Constant, initializer
 
-from svd.attention import scaled_dot_product_attention
-from svd.layers import GroupNorm, TemporalConv, conv2d, silu, to_frames, to_video, upsample_nearest_2x
-from svd.unet import ResBlock
+from svd.models.attention import scaled_dot_product_attention
+from svd.models.layers import GroupNorm, TemporalConv, conv2d, silu, to_frames, to_video, upsample_nearest_2x
+from svd.models.unet import ResBlock
 
 
 class ResnetBlock(nn.Cell):

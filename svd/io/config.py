@@ -7,9 +7,9 @@ from mindspore import Tensor
 from mindspore.nn.utils import no_init_parameters
 from omegaconf import OmegaConf
 
-from svd.model import SVDModel
+from svd.models.svd_model import SVDModel
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 REQUIRED_SECTIONS = ("model", "sampling")
 
 
@@ -25,8 +25,8 @@ def resolve_config_path(name_or_path):
 
 
 def load_config(name_or_path):
-    """A model YAML, its values checked (svd.schema.check_model_config): one-line errors name the file and key."""
-    from svd.schema import check_model_config, load_yaml
+    """A model YAML, its values checked (svd.io.schema.check_model_config): one-line errors name the file and key."""
+    from svd.io.schema import check_model_config, load_yaml
 
     path = resolve_config_path(name_or_path)
     cfg = load_yaml(path, "model config")

@@ -15,7 +15,7 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 
-from svd.checkpoint import CheckpointError, atomic_write, remove_stale_temporaries
+from svd.io.checkpoint import CheckpointError, atomic_write, remove_stale_temporaries
 
 STEP_FILE = re.compile(r"^step_(\d{8})\.ckpt$")
 # Derived from the config at start-up rather than restored, so a resumed run may change its length.
@@ -75,7 +75,7 @@ class CheckpointManager:
         return saved[-1][1] if saved else None
 
     def clean_up(self):
-        """Remove the hidden partial files a crash mid-save left (only svd.checkpoint.atomic_write's own)."""
+        """Remove the hidden partial files a crash mid-save left (only svd.io.checkpoint.atomic_write's own)."""
         removed = remove_stale_temporaries(self.directory)
         for path in removed:
             print(f"note: removed {path}, a partial file of an interrupted save", file=sys.stderr)

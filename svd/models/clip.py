@@ -7,9 +7,9 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, Zero, initializer
 
-from svd.attention import scaled_dot_product_attention
-from svd.layers import LayerNorm, erf_gelu_is_fast, gelu, uniform_parameter
-from svd.resize import antialias_resize_matrix
+from svd.models.attention import scaled_dot_product_attention
+from svd.models.layers import LayerNorm, erf_gelu_is_fast, gelu, uniform_parameter
+from svd.models.resize import antialias_resize_matrix
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -1,6 +1,6 @@
 """Reading, converting and writing SVD weights in our, Stability's, mindone's and diffusers' layouts.
 
-Conversion is by explicit name tables (svd.layouts) with a shape check per tensor;
+Conversion is by explicit name tables (svd.io.layouts) with a shape check per tensor;
 nothing is matched by sort order. Torch is not needed: the torch side is safetensors.
 """
 import json
@@ -14,7 +14,7 @@ import mindspore as ms
 import numpy as np
 from safetensors.numpy import save_file
 
-from svd.layouts import STABILITY_IGNORED, LayoutError, layout_entry
+from svd.io.layouts import STABILITY_IGNORED, LayoutError, layout_entry
 
 DIFFUSERS_FILES = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffusion_pytorch_model.safetensors",
                    "image_encoder": "model.safetensors"}
@@ -65,7 +65,7 @@ def _mindspore_named(keys):
 
 
 def detect_layout(keys, source="checkpoint"):
-    """The layout (see svd.layouts) that tensor names ``keys`` are in; ``source`` names the file in errors."""
+    """The layout (see svd.io.layouts) that tensor names ``keys`` are in; ``source`` names the file in errors."""
     keys = list(keys)
     if any("/" in k for k in keys):
         return "mindone.diffusers" if _mindspore_named(k for k in keys if k.startswith("image_encoder/")) \
@@ -153,7 +153,7 @@ def convert_to_ours(state, shapes, model_cfg, layout=None):
 
 
 def convert_from_ours(state, model_cfg, layout):
-    """Our state -> external state in any layout of svd.layouts (diffusers keys are ``folder/name``)."""
+    """Our state -> external state in any layout of svd.io.layouts (diffusers keys are ``folder/name``)."""
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     try:
         entries = _entries(shapes, layout, model_cfg)
@@ -456,7 +456,7 @@ def _load_training_checkpoint(model, source, model_cfg, prefixes):
         if random_base:
             from omegaconf import OmegaConf
 
-            from svd.config import build_model
+            from svd.io.config import build_model
             start = build_model(OmegaConf.create({"model": model_cfg}), seed=int(random_base["seed"]))
             if random_base["path"]:
                 parts = tuple(f"{part}." for part in random_base["parts"].split(",") if part)

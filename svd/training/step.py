@@ -11,12 +11,12 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, mint, nn, ops
 
-from svd.clip import resize_operators
 from svd.data import epoch_order
-from svd.diffusion import append_dims
-from svd.interpolation import KEYFRAME_SPACING, keyframe_count
-from svd.lora import is_lora_parameter
-from svd.model import micro_conditioning
+from svd.models.clip import resize_operators
+from svd.models.interpolation import KEYFRAME_SPACING, keyframe_count
+from svd.models.lora import is_lora_parameter
+from svd.models.svd_model import micro_conditioning
+from svd.sampling.diffusion import append_dims
 
 TEMPORAL_PARAMETER = re.compile(r"(^|\.)(time_stack|time_mixer|time_pos_embed)\.")
 # What each `train.trainable` choice trains; everything else is frozen. "vae" and "vae_decoder" select the
@@ -27,9 +27,9 @@ TRAINABLE = {
     "unet+image_encoder": lambda name: name.startswith(("unet.", "image_encoder.")),
     "vae": lambda name: name.startswith("vae."),
     "vae_decoder": lambda name: name.startswith("vae.decoder."),  # the latent space (encoder) stays as it is
-    "lora": is_lora_parameter,  # the adapters train.py adds from the `lora` section (svd.lora)
+    "lora": is_lora_parameter,  # the adapters train.py adds from the `lora` section (svd.models.lora)
 }
-# The keyframe-interpolation model (svd.interpolation) from base weights: the temporal layers and the input
+# The keyframe-interpolation model (svd.models.interpolation) from base weights: the temporal layers and the input
 # convolution, whose mask-channel weights start at zero.
 TRAINABLE["interpolation"] = lambda name: TRAINABLE["temporal"](name) or name.startswith("unet.input_blocks.0.0.")
 
@@ -115,7 +115,7 @@ class DiffusionLoss(nn.Cell):
 
 
 class InterpolationLoss(DiffusionLoss):
-    """EDM loss of the keyframe-interpolation model (svd.interpolation) on a real window of ``(k - 1) * 4 + 1``
+    """EDM loss of the keyframe-interpolation model (svd.models.interpolation) on a real window of ``(k - 1) * 4 + 1``
     frames: the target is the whole window, the conditioning its keyframes (every 4th frame).
 
     Inputs as DiffusionLoss's, except that ``key_noise`` ``(b, k, C, h, w)`` takes the place of the pixel

@@ -8,9 +8,9 @@ Parameter names follow Stability's checkpoint (``input_blocks.1.0.in_layers.0`` 
 import mindspore as ms
 from mindspore import nn, ops
 
-from svd.attention import BasicTransformerBlock, VideoTransformerBlock, check_window
-from svd.layers import AlphaBlender, GroupNorm, SiLU, TemporalConv, conv2d, timestep_embedding, to_frames, to_video, \
-    uniform_parameter, upsample_nearest_2x
+from svd.models.attention import BasicTransformerBlock, VideoTransformerBlock, check_window
+from svd.models.layers import (AlphaBlender, GroupNorm, SiLU, TemporalConv, conv2d, timestep_embedding, to_frames,
+                               to_video, uniform_parameter, upsample_nearest_2x)
 
 
 class ResBlock(nn.Cell):
@@ -155,8 +155,8 @@ class VideoUNet(nn.Cell):
 
     ``temporal_attention_window`` (config ``unet.temporal_attention_window``; odd, None = full): every
     temporal transformer lets frame i attend only to frames j with ``|i - j| <= window // 2``, in sampling
-    and training alike (svd.attention.local_attention).
-    ``interpolation``: the keyframe-interpolation UNet (svd.interpolation): ``in_channels`` are the base
+    and training alike (svd.models.attention.local_attention).
+    ``interpolation``: the keyframe-interpolation UNet (svd.models.interpolation): ``in_channels`` are the base
     model's, and the input convolution takes one more, the mask channel marking the known frames.
     """
 

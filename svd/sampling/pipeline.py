@@ -1,7 +1,7 @@
 """Image-to-video pipeline: conditioning, guided Euler-EDM sampling and chunked decoding.
 
 The call takes the argument names of diffusers' StableVideoDiffusionPipeline as well as ours
-(SamplingOptions), images in any size and form (svd.media.rgb_images, svd.resize.fit_image),
+(SamplingOptions), images in any size and form (svd.io.media.rgb_images, svd.models.resize.fit_image),
 numpy generators as mindone does, explicit latents, and three output types.
 """
 import dataclasses
@@ -14,11 +14,11 @@ from mindspore import Tensor, ops
 from PIL import Image
 from tqdm.auto import tqdm
 
-from svd.diffusion import edm_sigmas, euler_edm_sample, guidance_scale
-from svd.lora import load_lora
-from svd.media import rgb_images, to_uint8
-from svd.pretrained import load_pretrained
-from svd.resize import RESIZE_MODES, fit_image
+from svd.io.media import rgb_images, to_uint8
+from svd.io.pretrained import load_pretrained
+from svd.models.lora import load_lora
+from svd.models.resize import RESIZE_MODES, fit_image
+from svd.sampling.diffusion import edm_sigmas, euler_edm_sample, guidance_scale
 
 OUTPUT_TYPES = (None, "np", "pil", "latent")
 DIFFUSERS_NAMES = {"num_inference_steps": "num_steps"}
@@ -140,13 +140,13 @@ class ImageToVideoPipeline:
     def from_pretrained(cls, path, config=None):
         """A pipeline from a checkpoint (file or diffusers folder, any layout ``load_weights`` reads).
 
-        ``config``: a name from configs/ or a YAML path; None infers it (svd.pretrained).
+        ``config``: a name from configs/ or a YAML path; None infers it (svd.io.pretrained).
         """
         name, cfg, model = load_pretrained(path, config)
         return cls(model, SamplingOptions.from_config(cfg.sampling), name)
 
     def load_lora(self, path, scale=1.0, merge=False):
-        """Apply a LoRA file at ``scale``, unmerged or merged into the weights (svd.lora.load_lora); call it once
+        """Apply a LoRA file at ``scale``, unmerged or merged into the weights (svd.models.lora.load_lora); call it once
         per LoRA. In graph mode an unmerged LoRA must come before the first video."""
         return load_lora(self.model, path, scale, merge)
 

@@ -1,0 +1,1 @@
+"""Training: the objectives and train step, its checkpoints, log and data sink."""
