@@ -61,6 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--fp16", action="store_true", help="run the UNet in float16 (norms/softmax stay fp32)")
     p.add_argument("--memory-budget-mb", type=float,
                    help="most memory one attention/feed-forward chunk may take (default: auto, 1/16 of free memory)")
+    p.add_argument("--split-guidance", action=argparse.BooleanOptionalAction,
+                   help="run guidance's two halves as separate UNet calls: half the activation memory "
+                        "(default: only when one call would exceed the memory budget)")
     p.add_argument("--no-progress", action="store_true")
     long = p.add_argument_group("long videos (beyond the model's trained length)")
     long.add_argument("--long-video", choices=LONG_VIDEO_MODES,

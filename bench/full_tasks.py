@@ -1,6 +1,6 @@
 """One full-size benchmark task in one framework and a fresh process (its peak RSS is its own).
 
-    python -m bench.full_tasks {mindspore|torch} {unet|decode|clip|gemm} CONFIG HEIGHT WIDTH FRAMES CHUNK REPEATS
+    python -m bench.full_tasks {mindspore|torch} {unet|unet-split|decode|clip|gemm} CONFIG HEIGHT WIDTH FRAMES CHUNK REPEATS
 
 Prints one JSON line: first-call and median seconds, peak RSS in MiB (and GFLOP/s for gemm).
 Weights come from bench.full_weights (diffusers layout); inputs from a fixed seed.
@@ -43,12 +43,16 @@ def run_mindspore(task, config, height, width, frames, chunk, repeats):
         return timed(lambda: ops.matmul(a, a).asnumpy(), repeats)
     cfg = load_config(config)
     model = build_model(cfg, lazy=True)
-    network = {"unet": "unet.", "decode": "vae.decoder.", "clip": "image_encoder."}[task]
+    network = {"unet": "unet.", "unet-split": "unet.", "decode": "vae.decoder.", "clip": "image_encoder."}[task]
     load_weights(model, WEIGHTS, cfg.model, prefixes=(network,))
-    data = inputs(task, height, width, frames)
+    data = inputs("unet" if task == "unet-split" else task, height, width, frames)
     if task == "unet":
         args = unet_call_inputs(model, data)
         return timed(lambda: model.unet(*args).asnumpy(), repeats)
+    if task == "unet-split":  # guidance's two halves one after the other, as the pipeline's split_guidance
+        args = unet_call_inputs(model, data)
+        halves = [tuple(a[i * frames:(i + 1) * frames] for a in args[:4]) + (args[4][i:i + 1],) for i in range(2)]
+        return timed(lambda: [model.unet(*half).asnumpy() for half in halves], repeats)
     if task == "decode":
         latents = Tensor(data["z"] * model.scale_factor)  # model.decode divides by it: the pipeline's path
         return timed(lambda: [model.decode(latents[s:s + chunk]).asnumpy() for s in range(0, frames, chunk)],

@@ -7,6 +7,7 @@ numpy generators as mindone does, explicit latents, and three output types.
 import dataclasses
 import numbers
 from dataclasses import dataclass
+from typing import Optional
 
 import mindspore as ms
 import numpy as np
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 from svd.io.media import rgb_images, to_uint8
 from svd.io.pretrained import load_pretrained
 from svd.models.lora import load_lora
+from svd.models.memory import memory_budget
 from svd.models.resize import RESIZE_MODES, fit_image
 from svd.sampling.diffusion import edm_sigmas, euler_edm_sample, guidance_scale
 
@@ -43,6 +45,7 @@ class SamplingOptions:
     sigma_max: float = 700.0
     rho: float = 7.0
     seed: int = 42
+    split_guidance: Optional[bool] = None  # None: two UNet calls per step only when one would exceed the memory budget
 
     @classmethod
     def from_config(cls, sampling_cfg, **overrides):
@@ -64,6 +67,39 @@ class SamplingOptions:
                 raise ValueError(f"'{given[field]}' and '{name}' are the same option; pass one")
             values[field], given[field] = value, name
         return dataclasses.replace(self, **values)
+
+
+def split_guidance(model, options):
+    """Whether a guided step runs its unconditional and conditional halves as two UNet calls instead of one.
+
+    One call of twice the batch is faster at small sizes; two calls halve the activation peak (same result to
+    float rounding). ``options.split_guidance`` None (auto) splits once one UNet activation of the doubled batch at
+    full latent resolution would exceed the memory budget: SVD-XT's 25 frames at 576x1024 (590 MB), not 14 frames.
+    """
+    if options.split_guidance is not None:
+        return options.split_guidance
+    down = model.downscale
+    activation = 2 * options.num_frames * (options.height // down) * (options.width // down) * 4
+    return activation * model.unet.model_channels > memory_budget()
+
+
+def guided_denoiser(model, conditions, num_frames, split):
+    """``denoise(x, sigma) -> (unconditional, conditional)`` x0 estimates of one video, in one UNet call or two."""
+    cond, uncond = conditions
+    if split:
+        indicator = Tensor(np.zeros((1, num_frames), np.float32))
+
+        def denoise_halves(x, sigma):
+            sigmas = ops.fill(ms.float32, (num_frames,), sigma)
+            return model.denoise(x, sigmas, *uncond, indicator), model.denoise(x, sigmas, *cond, indicator)
+        return denoise_halves
+    batched = [ops.cat((u, c), axis=0) for u, c in zip(uncond, cond)]
+    indicator = Tensor(np.zeros((2, num_frames), np.float32))
+
+    def denoise_joint(x, sigma):
+        sigmas = ops.fill(ms.float32, (2 * num_frames,), sigma)
+        return ops.chunk(model.denoise(ops.cat((x, x), axis=0), sigmas, *batched, indicator), 2, axis=0)
+    return denoise_joint
 
 
 def validate(options, model):
@@ -177,17 +213,13 @@ class ImageToVideoPipeline:
         ``guidance``: per-frame guidance scales ``(T,)`` in place of ``options.guider``'s.
         """
         model, t = self.model, options.num_frames
-        cond, uncond = conditions
-        batched = [ops.cat((u, c), axis=0) for u, c in zip(uncond, cond)]
-        indicator = Tensor(np.zeros((2, t), np.float32))
         if guidance is None:
             guidance = guidance_scale(options.guider, t, options.min_guidance_scale, options.max_guidance_scale)
         scale = Tensor(np.asarray(guidance, np.float32).reshape(t, 1, 1, 1))
+        denoise_pair = guided_denoiser(model, conditions, t, split_guidance(model, options))
 
         def guided_denoise(x, sigma):
-            x_in = ops.cat((x, x), axis=0)
-            sigmas = ops.fill(ms.float32, (2 * t,), sigma)
-            d_uncond, d_cond = ops.chunk(model.denoise(x_in, sigmas, *batched, indicator), 2, axis=0)
+            d_uncond, d_cond = denoise_pair(x, sigma)
             return d_uncond + scale * (d_cond - d_uncond)
 
         sigmas = edm_sigmas(options.num_steps, options.sigma_min, options.sigma_max, options.rho)
