@@ -43,9 +43,10 @@ def run_mindspore(task, config, height, width, frames, chunk, repeats):
         return timed(lambda: ops.matmul(a, a).asnumpy(), repeats)
     cfg = load_config(config)
     model = build_model(cfg, lazy=True)
-    network = {"unet": "unet.", "unet-split": "unet.", "decode": "vae.decoder.", "clip": "image_encoder."}[task]
-    load_weights(model, WEIGHTS, cfg.model, prefixes=(network,))
-    data = inputs("unet" if task == "unet-split" else task, height, width, frames)
+    network = "unet" if task == "unet-split" else task  # the split call runs the same network on the same inputs
+    load_weights(model, WEIGHTS, cfg.model, prefixes=({"unet": "unet.", "decode": "vae.decoder.",
+                                                        "clip": "image_encoder."}[network],))
+    data = inputs(network, height, width, frames)
     if task == "unet":
         args = unet_call_inputs(model, data)
         return timed(lambda: model.unet(*args).asnumpy(), repeats)

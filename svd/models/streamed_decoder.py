@@ -54,11 +54,14 @@ def video_group_stats(frames, groups):
     return mean, (variances + (means - mean) ** 2).mean(axis=0)
 
 
-def normalise(frame, norm, mean, var):
-    """``norm``'s affine GroupNorm of one frame given its group statistics, on the fused batch-norm kernel."""
-    repeat = frame.shape[1] // norm.num_groups
-    channel_mean = Tensor(np.repeat(mean, repeat).astype(np.float32))
-    channel_var = Tensor(np.repeat(var, repeat).astype(np.float32))
+def channel_stats(norm, mean, var):
+    """Group statistics repeated per channel, as the fp32 tensors the batch-norm kernel takes."""
+    repeat = norm.weight.shape[0] // norm.num_groups
+    return Tensor(np.repeat(mean, repeat).astype(np.float32)), Tensor(np.repeat(var, repeat).astype(np.float32))
+
+
+def normalise(frame, norm, channel_mean, channel_var):
+    """``norm``'s affine GroupNorm of one frame given its per-channel statistics, on the fused batch-norm kernel."""
     out = ops.batch_norm(frame.astype(ms.float32), channel_mean, channel_var, norm.weight, norm.bias, False, 0.1,
                          norm.eps)
     return out.astype(frame.dtype)
@@ -90,8 +93,8 @@ def temporal_conv_frames(conv, source, count):
 
 def norm_silu_source(norm, frames):
     """``source(t)`` for :func:`temporal_conv_frames`: SiLU of ``norm`` applied with statistics over all frames."""
-    mean, var = video_group_stats(frames, norm.num_groups)
-    return lambda t: silu(normalise(frames[t], norm, mean, var))
+    stats = channel_stats(norm, *video_group_stats(frames, norm.num_groups))
+    return lambda t: silu(normalise(frames[t], norm, *stats))
 
 
 def temporal_block(block, frames):
@@ -143,7 +146,5 @@ def decode_frame_by_frame(decoder, z):
     per_frame(lambda frame: silu(decoder.norm_out(frame)), frames)
     if not decoder.temporal:
         return ops.cat([decoder.conv_out(frame) for frame in frames], axis=0)
-    conv = decoder.conv_out
-    per_frame(lambda frame: ops.conv2d(frame, conv.weight.astype(frame.dtype), conv.bias.astype(frame.dtype),
-                                       pad_mode="pad", padding=1), frames)
-    return to_frames(conv.time_mix_conv(to_video(ops.cat(frames, axis=0), len(frames))))
+    per_frame(decoder.conv_out.spatial, frames)
+    return to_frames(decoder.conv_out.time_mix_conv(to_video(ops.cat(frames, axis=0), len(frames))))

@@ -156,9 +156,12 @@ class TimeMixConvOut(nn.Cell):
         self.bias = conv.bias
         self.time_mix_conv = TemporalConv(out_channels, out_channels, video_kernel_size)
 
+    def spatial(self, x):
+        """The 3x3 conv alone, frame-wise (the frame-by-frame decoder runs it per frame)."""
+        return ops.conv2d(x, self.weight.astype(x.dtype), self.bias.astype(x.dtype), pad_mode="pad", padding=1)
+
     def construct(self, x, num_frames):
-        y = ops.conv2d(x, self.weight.astype(x.dtype), self.bias.astype(x.dtype), pad_mode="pad", padding=1)
-        return to_frames(self.time_mix_conv(to_video(y, num_frames)))
+        return to_frames(self.time_mix_conv(to_video(self.spatial(x), num_frames)))
 
 
 class Decoder(nn.Cell):
