@@ -6,7 +6,9 @@ from svd.io.config import build_model, load_config
 from svd.models.memory import set_memory_budget
 from svd.sampling.pipeline import ImageToVideoPipeline, SamplingOptions, split_guidance
 
-H, W, T = 64, 64, 3
+# 128 px: at 64 px the UNet's bottom level is 1x1, where a GroupNorm over 2 values turns rounding differences
+# between batch sizes into 1e-3 changes.
+H, W, T = 128, 128, 3
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def test_split_halves_equal_one_joint_call(pipe, monkeypatch):
     split, split_batches = sample(pipe, image, True, monkeypatch)
     assert joint_batches == [2 * T] * 3 and split_batches == [T] * 6
     assert np.abs(joint).max() > 0.1
-    np.testing.assert_allclose(split, joint, rtol=0, atol=1e-4 * np.abs(joint).max())
+    np.testing.assert_allclose(split, joint, rtol=0, atol=2e-5 * np.abs(joint).max())
 
 
 def test_auto_splits_only_past_the_memory_budget():

@@ -9,8 +9,8 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from svd.models.attention import BasicTransformerBlock, VideoTransformerBlock, check_window
-from svd.models.layers import (AlphaBlender, GroupNorm, SiLU, TemporalConv, conv2d, timestep_embedding, to_frames,
-                               to_video, uniform_parameter, upsample_nearest_2x)
+from svd.models.layers import (AlphaBlender, GroupNorm, SiLU, TemporalConv, add_channel_bias, conv2d, expand_to,
+                               timestep_embedding, to_frames, to_video, uniform_parameter, upsample_nearest_2x)
 
 
 class ResBlock(nn.Cell):
@@ -41,7 +41,7 @@ class ResBlock(nn.Cell):
             e = self.emb_layers(emb).astype(h.dtype)
             if self.temporal:
                 e = e.transpose(0, 2, 1)
-            h = h + e.reshape(e.shape + (1,) * (h.ndim - e.ndim))
+            h = add_channel_bias(h, e)
         h = self.out_layers(h)
         skip = self.skip_connection(x) if self.has_skip_conv else x
         return skip + h
@@ -64,7 +64,7 @@ class VideoResBlock(ResBlock):
         x = self._residual(x, emb)
         x_spatial = to_video(x, num_frames)
         x_temporal = self.time_stack(x_spatial, emb.reshape(-1, num_frames, emb.shape[-1]))
-        return to_frames(self.time_mixer(x_spatial, x_temporal, image_only_indicator))
+        return self.time_mixer(x, to_frames(x_temporal), image_only_indicator)
 
 
 class SpatialVideoTransformer(nn.Cell):
@@ -92,7 +92,6 @@ class SpatialVideoTransformer(nn.Cell):
         num_frames = image_only_indicator.shape[1]
         b = bt // num_frames
         first_frame_context = context.reshape(b, num_frames, context.shape[1], context.shape[2])[:, 0]
-        time_context = ops.repeat_interleave(first_frame_context, h * w, 0)
         x_in = x
         x = self.norm(x).reshape(bt, c, h * w).transpose(0, 2, 1)
         x = self.proj_in(x)
@@ -101,7 +100,7 @@ class SpatialVideoTransformer(nn.Cell):
         frame_emb = frame_emb.astype(x.dtype).reshape(bt, 1, -1)
         for block, mix_block in zip(self.transformer_blocks, self.time_stack):
             x = block(x, context)
-            x_mix = mix_block(x + frame_emb, time_context, num_frames)
+            x_mix = mix_block(x + expand_to(frame_emb, x.shape), first_frame_context, num_frames)
             x = self.time_mixer(x, x_mix, image_only_indicator)
         x = self.proj_out(x).transpose(0, 2, 1).reshape(bt, c, h, w)
         return x + x_in
