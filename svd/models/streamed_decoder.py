@@ -98,7 +98,7 @@ def norm_silu_source(norm, frames):
 
 
 def temporal_block(block, frames):
-    """The temporal half of a VideoResnetBlock on ``frames`` in place: ``lerp(x, x + h, sigmoid(mix))``."""
+    """The temporal half of a VideoResnetBlock on ``frames`` in place: ``block.blend(x, x + h)``."""
     stack = block.time_stack
     assert not stack.has_skip_conv and not stack.use_emb, "the VAE's temporal ResBlock has neither"
     count = len(frames)
@@ -112,10 +112,8 @@ def temporal_block(block, frames):
         hidden[t] = None
         return out
 
-    alpha = ops.sigmoid(block.mix_factor)
     for t, h in enumerate(temporal_conv_frames(conv_out, release_after_use, count)):
-        x = frames[t]
-        frames[t] = mint.lerp(x, x + h, alpha.astype(x.dtype))
+        frames[t] = block.blend(frames[t], frames[t] + h)
 
 
 def per_frame(fn, frames):

@@ -5,7 +5,7 @@ The ``*_image_decoder`` releases decode frame by frame instead: Stability's imag
 Names follow Stability's checkpoint (``encoder.down.0.block.0.norm1`` ...).
 """
 import mindspore as ms
-from mindspore import Parameter, mint, nn, ops
+from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Constant, initializer
 
 from svd.models.attention import scaled_dot_product_attention
@@ -44,9 +44,17 @@ class VideoResnetBlock(ResnetBlock):
         self.mix_factor = Parameter(initializer(Constant(alpha), (1,), ms.float32), name="mix_factor")
 
     def construct(self, x, num_frames):
-        x = to_video(self._residual(x), num_frames)
-        alpha = ops.sigmoid(self.mix_factor).astype(x.dtype)
-        return to_frames(mint.lerp(x, self.time_stack(x, None), alpha))
+        x = self._residual(x)
+        return self.blend(x, to_frames(self.time_stack(to_video(x, num_frames), None)))
+
+    def blend(self, x_spatial, x_temporal):
+        """``a * spatial + (1 - a) * temporal`` with ``a = 1 - sigmoid(mix_factor)``, as diffusers computes it.
+
+        ``a`` is a 0-d tensor: with a (1,)-shaped weight (or through lerp) MindSpore's CPU kernels take
+        their broadcasting path, several times slower.
+        """
+        keep = (1.0 - ops.sigmoid(self.mix_factor)).reshape(()).astype(x_spatial.dtype)
+        return x_spatial * keep + x_temporal * (1.0 - keep)
 
 
 class AttnBlock(nn.Cell):
