@@ -17,13 +17,16 @@ def test_expand_to_equals_broadcast(source, shape):
     np.testing.assert_array_equal(ours, np.broadcast_to(t, shape))
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (2, 3, 4, 2, 3)])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (2, 3, 4, 2, 3), (2, 3, 1, 1)])
 def test_add_channel_bias_equals_broadcast_add(shape):
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape).astype(np.float32)
     bias = rng.standard_normal(shape[:3] if len(shape) == 5 else shape[:2]).astype(np.float32)
     expected = x + bias.reshape(bias.shape + (1,) * (x.ndim - bias.ndim))
     np.testing.assert_array_equal(add_channel_bias(Tensor(x), Tensor(bias)).asnumpy(), expected)
+    grad = ms.grad(lambda a, b: add_channel_bias(a, b).sum(), grad_position=(0, 1))(Tensor(x), Tensor(bias))
+    np.testing.assert_array_equal(grad[0].asnumpy(), np.ones_like(x))
+    np.testing.assert_array_equal(grad[1].asnumpy(), np.full(bias.shape, x.size // bias.size, np.float32))
 
 
 @pytest.mark.parametrize("rank", [3, 4])
