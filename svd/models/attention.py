@@ -202,7 +202,7 @@ class GEGLU(nn.Cell):
 
     The projection's halves come from two matmuls into two tensors: chunking one output along its
     last axis gives strided views, which MindSpore copies before each elementwise op (1 s of a
-    4-frame 320x576 UNet call).
+    2-frame 320x576 guided UNet call).
     """
 
     def __init__(self, dim_in, dim_out):
