@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor, ops
 
-from svd.models.attention import GEGLU, BasicTransformerBlock, VideoTransformerBlock
+from svd.models.attention import GEGLU, BasicTransformerBlock, VideoTransformerBlock, scaled_dot_product_attention
 from svd.models.layers import AlphaBlender, add_channel_bias, expand_to, gelu
 
 
@@ -52,7 +52,6 @@ def test_geglu_equals_chunked_projection():
 
 def full_cross_attention(block, x, context):
     """``x + attn2(norm2(x), context)`` computed by the attention function with every query."""
-    from svd.models.attention import scaled_dot_product_attention
     attn = block.attn2
     h = block.norm2(x)
     return x + attn.to_out(scaled_dot_product_attention(attn.to_q(h), attn.to_k(context), attn.to_v(context),

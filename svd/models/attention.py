@@ -184,7 +184,8 @@ class Attention(nn.Cell):
         if context is None:
             context = x
         if context.shape[1] == 1:
-            return expand_to(self.single_token(context), (x.shape[0], x.shape[1], -1))
+            out = self.single_token(context)
+            return expand_to(out, (x.shape[0], x.shape[1], out.shape[-1]))
         return self.to_out(scaled_dot_product_attention(self.to_q(x), self.to_k(context), self.to_v(context),
                                                         self.heads, self.use_flash))
 
