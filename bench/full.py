@@ -1,4 +1,5 @@
-"""Full-size SVD / SVD-XT: MindSpore (PyNative, CPU) against diffusers (torch 2.13 CPU), same weights and inputs.
+"""Full-size SVD / SVD-XT: MindSpore (PyNative, and graph mode for the UNet, CPU) against diffusers (torch 2.13 CPU),
+same weights and inputs.
 
     python -m bench.full            # every row, about 45-60 minutes on 2 cores; writes bench/results_full.md
     python -m bench.full unet-320   # only the rows whose key starts with this
@@ -22,9 +23,9 @@ REPEATS = 1
 ROWS = {
     "gemm": ("GEMM 4096^3 fp32", "gemm", "svd", 0, 0, 0, 0, ("torch", "mindspore"), 3),
     "unet-320x576x4": ("UNet call with guidance, 320x576, 4 frames", "unet", "svd", 320, 576, 4, 0,
-                       ("torch", "mindspore"), REPEATS),
+                       ("torch", "mindspore", "mindspore-graph"), REPEATS),
     "unet-576x1024x2": ("UNet call with guidance, 576x1024, 2 frames", "unet", "svd", 576, 1024, 2, 0,
-                        ("torch", "mindspore"), REPEATS),
+                        ("torch", "mindspore", "mindspore-graph"), REPEATS),
     "decode-576x1024x4": ("VAE decode, 576x1024, 4 frames", "decode", "svd", 576, 1024, 4, 4,
                           ("torch", "mindspore"), REPEATS),
     "clip": ("CLIP image embedding (224x224, ViT-H/14)", "clip", "svd", 224, 224, 1, 0, ("torch", "mindspore"), 3),
@@ -63,23 +64,30 @@ def peak_fit(results):
 
 def report(results):
     gemm = {fw: results.get(f"gemm/{fw}", {}).get("gflops") for fw in ("torch", "mindspore")}
-    lines = ["Full-size SVD, fp32, CPU (2 cores), MindSpore PyNative vs diffusers; each cell one fresh process.",
+    lines = ["Full-size SVD, fp32, CPU (2 cores), MindSpore PyNative (and graph mode for the UNet) vs diffusers; "
+             "each cell one fresh process.",
              f"Machine GEMM (4096^3 fp32): torch {gemm['torch'] or 0:.0f} GFLOP/s, "
              f"MindSpore {gemm['mindspore'] or 0:.0f} GFLOP/s.", "",
-             "| task | torch s | MindSpore s (ratio) | peak GiB torch / MindSpore | UNet GFLOP/s torch / MindSpore |",
-             "|---|---|---|---|---|"]
+             "| task | torch s | MindSpore s (ratio) | MindSpore graph s (ratio, compile s) | peak GiB torch / MindSpore "
+             "/ graph | UNet GFLOP/s torch / MindSpore / graph |",
+             "|---|---|---|---|---|---|"]
     for key, (label, *_rest) in ROWS.items():
         if key == "gemm" or key.startswith("xt-"):
             continue
         ref, ours = results.get(f"{key}/torch", {}), results.get(f"{key}/mindspore", {})
+        graph = results.get(f"{key}/mindspore-graph", {})
         if "median_s" not in ref or "median_s" not in ours:
-            lines.append(f"| {label} | {ref.get('error', '-')} | {ours.get('error', '-')} | | |")
+            lines.append(f"| {label} | {ref.get('error', '-')} | {ours.get('error', '-')} | | | |")
             continue
         flops = ref.get("flops")
-        rate = f"{flops / ref['median_s'] / 1e9:.0f} / {flops / ours['median_s'] / 1e9:.0f}" if flops else ""
+        timed = [ours] + ([graph] if "median_s" in graph else [])
+        rate = " / ".join([f"{flops / ref['median_s'] / 1e9:.0f}"] +
+                          [f"{flops / r['median_s'] / 1e9:.0f}" for r in timed]) if flops else ""
+        graph_cell = (f"{graph['median_s']:.1f} ({graph['median_s'] / ref['median_s']:.2f}x, "
+                      f"{graph['first_s'] - graph['median_s']:.0f})" if "median_s" in graph else graph.get("error", "-"))
+        peaks = " / ".join(f"{r['peak_mib'] / GIB:.2f}" for r in [ref] + timed)
         lines.append(f"| {label} | {ref['median_s']:.1f} | {ours['median_s']:.1f} "
-                     f"({ours['median_s'] / ref['median_s']:.2f}x) | {ref['peak_mib'] / GIB:.2f} / "
-                     f"{ours['peak_mib'] / GIB:.2f} | {rate} |")
+                     f"({ours['median_s'] / ref['median_s']:.2f}x) | {graph_cell} | {peaks} | {rate} |")
     lines += ["", "MindSpore only, SVD-XT at 576x1024:", "", "| task | s | peak GiB |", "|---|---|---|"]
     for key in ("xt-unet-576x1024x2", "xt-unet-576x1024x4", "xt-unet-576x1024x8", "xt-decode-576x1024x25"):
         r = results.get(f"{key}/mindspore", {})

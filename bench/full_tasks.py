@@ -1,6 +1,8 @@
 """One full-size benchmark task in one framework and a fresh process (its peak RSS is its own).
 
-    python -m bench.full_tasks {mindspore|torch} {unet|unet-split|decode|clip|gemm} CONFIG HEIGHT WIDTH FRAMES CHUNK REPEATS
+    python -m bench.full_tasks {mindspore|mindspore-graph|torch} {unet|unet-split|decode|clip|gemm} CONFIG HEIGHT WIDTH FRAMES CHUNK REPEATS
+
+``mindspore-graph`` compiles the UNet (first call: compilation included); the other tasks run PyNative.
 
 Prints one JSON line: first-call and median seconds, peak RSS in MiB (and GFLOP/s for gemm).
 Weights come from bench.full_weights (diffusers layout); inputs from a fixed seed.
@@ -31,13 +33,13 @@ def inputs(task, height, width, frames):
     return dict(pixels=rng.standard_normal((1, 3, 224, 224)).astype(np.float32))
 
 
-def run_mindspore(task, config, height, width, frames, chunk, repeats):
+def run_mindspore(task, config, height, width, frames, chunk, repeats, graph=False):
     import svd  # noqa: F401
     from mindspore import Tensor, ops
     from svd.io.checkpoint import load_weights
     from svd.io.config import build_model, load_config
     from svd.runtime import set_mode
-    set_mode("pynative")
+    set_mode("graph" if graph else "pynative")
     if task == "gemm":
         a = Tensor(np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32))
         return timed(lambda: ops.matmul(a, a).asnumpy(), repeats)
@@ -95,8 +97,11 @@ def run_torch(task, config, height, width, frames, chunk, repeats):
 def main():
     framework, task, config = sys.argv[1:4]
     height, width, frames, chunk, repeats = map(int, sys.argv[4:9])
-    run = run_torch if framework == "torch" else run_mindspore
-    median, first = run(task, config, height, width, frames, chunk, repeats)
+    if framework == "torch":
+        median, first = run_torch(task, config, height, width, frames, chunk, repeats)
+    else:
+        median, first = run_mindspore(task, config, height, width, frames, chunk, repeats,
+                                      graph=framework == "mindspore-graph")
     result = {"framework": framework, "task": task, "first_s": first, "median_s": median,
               "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if task == "gemm":

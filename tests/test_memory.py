@@ -65,6 +65,27 @@ def test_chunked_attention_equals_unchunked(name, dtype):
         assert np.abs(chunked - exact).max() <= 2e-3
 
 
+class CompiledAttention(ms.nn.Cell):
+    """The chunked attention inside a compiled graph, where its chunks are chained by not_before."""
+
+    def __init__(self, budget):
+        super().__init__()
+        self.budget = budget
+
+    @ms.jit
+    def construct(self, q, k, v):
+        return scaled_dot_product_attention(q, k, v, heads=2, budget=self.budget)
+
+
+@pytest.mark.parametrize("name", sorted(RAGGED_BUDGETS))
+def test_chunked_attention_compiles_in_graph_mode(name):
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((3, n, 2 * 8)).astype(np.float32) * 2 for n in (23, 19, 19))
+    compiled = CompiledAttention(RAGGED_BUDGETS[name])(Tensor(q), Tensor(k), Tensor(v)).asnumpy()
+    exact = float64_attention(q, k, v, heads=2)
+    assert np.abs(compiled - exact).max() <= 1e-6 * np.abs(exact).max()
+
+
 def test_feed_forward_chunks_are_exact():
     rng = np.random.default_rng(4)
     ff = FeedForward(16, mult=4)
@@ -74,10 +95,12 @@ def test_feed_forward_chunks_are_exact():
     try:
         set_memory_budget(ff.bytes_per_row * 5 / MIB)  # 5 rows of 33: a ragged last chunk
         chunked = ff(x).asnumpy()
+        compiled = ms.jit(ff.construct)(x).asnumpy()
     finally:
         set_memory_budget(None)
     assert whole.shape == (3, 11, 16)
     assert np.abs(chunked - whole).max() <= 1e-6
+    assert np.abs(compiled - whole).max() <= 1e-6
 
 
 def test_budget_validation_and_auto():

@@ -2,7 +2,7 @@
 import mindspore as ms
 from mindspore import nn, ops
 
-from svd.models.layers import LayerNorm, erf_gelu_is_fast, expand_to, gelu
+from svd.models.layers import LayerNorm, erf_gelu_is_fast, expand_to, gelu, not_before
 from svd.models.memory import memory_budget, plan_attention_chunks, plan_row_chunk
 
 
@@ -33,11 +33,15 @@ def _attend_key_chunks(q, k, v, scale, key_chunk):
     starts = range(0, k.shape[1], key_chunk)
     row_max = None
     for start in starts:
-        chunk_max = _scores(q, k[:, start:start + key_chunk], scale).max(axis=-1, keepdims=True)
+        keys = k[:, start:start + key_chunk]
+        if row_max is not None:  # one chunk's scores at a time in a compiled graph too
+            keys = not_before(keys, row_max)
+        chunk_max = _scores(q, keys, scale).max(axis=-1, keepdims=True)
         row_max = chunk_max if row_max is None else ops.maximum(row_max, chunk_max)
     out, total = None, None
     for start in starts:
-        weights = ops.exp(_scores(q, k[:, start:start + key_chunk], scale) - row_max)
+        keys = not_before(k[:, start:start + key_chunk], row_max if out is None else out)
+        weights = ops.exp(_scores(q, keys, scale) - row_max)
         chunk_out = ops.BatchMatMul()(weights, v[:, start:start + key_chunk].astype(ms.float32))
         chunk_sum = weights.sum(axis=-1, keepdims=True)
         out, total = (chunk_out, chunk_sum) if out is None else (out + chunk_out, total + chunk_sum)
@@ -50,14 +54,17 @@ def _attend_chunked(q, k, v, scale, chunks):
     batch, queries, keys = q.shape[0], q.shape[1], k.shape[1]
     if batch_chunk >= batch and query_chunk >= queries and key_chunk >= keys:
         return _attend(q, k, v, scale)
-    rows = []
+    rows, last = [], None
     for b0 in range(0, batch, batch_chunk):
         kb, vb = k[b0:b0 + batch_chunk], v[b0:b0 + batch_chunk]
         parts = []
         for n0 in range(0, queries, query_chunk):
             qb = q[b0:b0 + batch_chunk, n0:n0 + query_chunk]
-            parts.append(_attend(qb, kb, vb, scale) if key_chunk >= keys else
-                         _attend_key_chunks(qb, kb, vb, scale, key_chunk))
+            if last is not None:  # one chunk's scores at a time in a compiled graph too
+                qb = not_before(qb, last)
+            last = (_attend(qb, kb, vb, scale) if key_chunk >= keys else
+                    _attend_key_chunks(qb, kb, vb, scale, key_chunk))
+            parts.append(last)
         rows.append(parts[0] if len(parts) == 1 else ops.cat(parts, axis=1))
     return rows[0] if len(rows) == 1 else ops.cat(rows, axis=0)
 
@@ -142,14 +149,19 @@ def local_attention(q, k, v, heads, window, budget=None):
         v = v.reshape(b, t, heads, d).transpose(0, 2, 1, 3).reshape(b * heads, t, d)
     budget = memory_budget() if budget is None else budget
     batch = b * heads
-    outs = []
+    outs, last = [], None
     for q0, q1, k0, k1 in band_blocks(t, window):
         rows = ops.arange(q0, q1).reshape(-1, 1)
         cols = ops.arange(k0, k1).reshape(1, -1)
         allowed = ops.abs(rows - cols) <= half
         step = plan_attention_chunks(batch, q1 - q0, k1 - k0, budget)[0]
-        parts = [_attend_band(q[s:s + step, q0:q1], k[s:s + step, k0:k1], v[s:s + step, k0:k1], scale, allowed)
-                 for s in range(0, batch, step)]
+        parts = []
+        for s in range(0, batch, step):
+            qb = q[s:s + step, q0:q1]
+            if last is not None:  # one block's scores at a time in a compiled graph too
+                qb = not_before(qb, last)
+            last = _attend_band(qb, k[s:s + step, k0:k1], v[s:s + step, k0:k1], scale, allowed)
+            parts.append(last)
         outs.append(parts[0] if len(parts) == 1 else ops.cat(parts, axis=0))
     out = ops.cat(outs, axis=1)
     if heads > 1:
@@ -185,7 +197,7 @@ class Attention(nn.Cell):
             context = x
         if context.shape[1] == 1:
             out = self.single_token(context)
-            return expand_to(out, (x.shape[0], x.shape[1], out.shape[-1]))
+            return expand_to(out, (x.shape[0], x.shape[1], out.shape[-1]), after=x)
         return self.to_out(scaled_dot_product_attention(self.to_q(x), self.to_k(context), self.to_v(context),
                                                         self.heads, self.use_flash))
 
@@ -214,7 +226,7 @@ class GEGLU(nn.Cell):
         self.gelu_kernel = erf_gelu_is_fast()
 
     def construct(self, x):
-        weight, bias, half = self.proj.weight, self.proj.bias, self.dim_out
+        weight, bias, half = not_before(self.proj.weight, x), self.proj.bias, self.dim_out
         hidden = ops.bias_add(self.matmul(x, weight[:half]), bias[:half])
         gate = ops.bias_add(self.matmul(x, weight[half:]), bias[half:])
         return hidden * gelu(gate, self.gelu_kernel)
@@ -241,7 +253,12 @@ class FeedForward(nn.Cell):
         if step >= rows.shape[0]:
             out = self.net(rows)
         else:
-            out = ops.cat([self.net(rows[i:i + step]) for i in range(0, rows.shape[0], step)], axis=0)
+            parts, last = [], None
+            for i in range(0, rows.shape[0], step):
+                chunk = rows[i:i + step]
+                last = self.net(chunk if last is None else not_before(chunk, last))
+                parts.append(last)
+            out = ops.cat(parts, axis=0)
         return out.reshape(shape[:-1] + (-1,))
 
 
@@ -272,7 +289,7 @@ class BasicTransformerBlock(nn.Cell):
         groups = context.shape[0]
         if context.shape[1] == 1:
             rows = x.reshape(groups, -1, x.shape[-1])
-            return (rows + expand_to(self.attn2.single_token(context), rows.shape)).reshape(x.shape)
+            return (rows + expand_to(self.attn2.single_token(context), rows.shape, after=x)).reshape(x.shape)
         if groups != x.shape[0]:
             context = ops.repeat_interleave(context, x.shape[0] // groups, 0)
         return self.attn2(self.norm2(x), context) + x

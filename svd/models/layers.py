@@ -206,20 +206,26 @@ class AlphaBlender(nn.Cell):
             alpha = ops.broadcast_to(alpha, (rows,))
         alpha = alpha.reshape(rows, 1).astype(x_spatial.dtype)
         flat = (rows, math.prod(x_spatial.shape[1:]))
-        blended = x_spatial.reshape(flat) * expand_to(alpha, flat)
-        blended = blended + x_temporal.reshape(flat) * expand_to(1.0 - alpha, flat)
+        blended = x_spatial.reshape(flat) * expand_to(alpha, flat, after=x_temporal)
+        blended = blended + x_temporal.reshape(flat) * expand_to(1.0 - alpha, flat, after=blended)
         return blended.reshape(x_spatial.shape)
 
 
-def expand_to(t, shape):
+def expand_to(t, shape, after=None):
     """``t`` broadcast to ``shape`` and written out, by matmuls with ones (exact: every product is 1 * t).
 
     MindSpore's CPU elementwise kernels are ~10x slower when an operand broadcasts (a bias added
     over a (4, 2880, 640) activation: 36 ms, against 4 ms for equal shapes) and ``broadcast_to`` is as
     slow; a rank-1 matmul writes the same tensor in about 1 ms. Each run of broadcast axes costs one
     matmul, so callers flatten to a single run where they can.
+
+    ``after``: the activation the result is combined with. A compiled graph may otherwise write the
+    tensor out as soon as ``t`` exists (often at the start of the network, ``t`` being a weight or an
+    embedding) and hold it until use: every block's copy at once (see :func:`not_before`).
     """
     shape = tuple(shape)
+    if after is not None:
+        t = not_before(t, after)
     t = t.reshape((1,) * (len(shape) - t.ndim) + tuple(t.shape))
     for axis in reversed(range(len(shape))):
         if t.shape[axis] != 1 or shape[axis] == 1:
@@ -231,6 +237,19 @@ def expand_to(t, shape):
         else:
             written = ops.BatchMatMul()(ops.ones((outer, shape[axis], 1), t.dtype), t.reshape(outer, 1, inner))
         t = written.reshape(t.shape[:axis] + (shape[axis],) + t.shape[axis + 1:])
+    return t
+
+
+def not_before(t, *tensors):
+    """``t``, computed in a compiled graph only once ``tensors`` are (a no-op in PyNative).
+
+    A graph runs an op as early as its inputs allow; ops on weights or embeddings alone (a weight's
+    slice, a written-out bias, the next chunk of a chunked loop) would all run at the start and stay
+    resident together. Measured on the full-size UNet in graph mode, that was most of its memory
+    above PyNative's.
+    """
+    for other in tensors:
+        t = ops.depend(t, other)
     return t
 
 

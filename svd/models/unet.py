@@ -100,7 +100,7 @@ class SpatialVideoTransformer(nn.Cell):
         frame_emb = frame_emb.astype(x.dtype).reshape(bt, 1, -1)
         for block, mix_block in zip(self.transformer_blocks, self.time_stack):
             x = block(x, context)
-            x_mix = mix_block(x + expand_to(frame_emb, x.shape), first_frame_context, num_frames)
+            x_mix = mix_block(x + expand_to(frame_emb, x.shape, after=x), first_frame_context, num_frames)
             x = self.time_mixer(x, x_mix, image_only_indicator)
         x = self.proj_out(x).transpose(0, 2, 1).reshape(bt, c, h, w)
         return x + x_in
