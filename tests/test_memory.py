@@ -77,7 +77,8 @@ class CompiledAttention(ms.nn.Cell):
         return scaled_dot_product_attention(q, k, v, heads=2, budget=self.budget)
 
 
-@pytest.mark.parametrize("name", sorted(RAGGED_BUDGETS))
+# "key chunks of 1" unrolls into a graph of ~40 chunks (a minute to compile); "of 7" takes the same path.
+@pytest.mark.parametrize("name", sorted(set(RAGGED_BUDGETS) - {"key chunks of 1"}))
 def test_chunked_attention_compiles_in_graph_mode(name):
     rng = np.random.default_rng(3)
     q, k, v = (rng.standard_normal((3, n, 2 * 8)).astype(np.float32) * 2 for n in (23, 19, 19))
