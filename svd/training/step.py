@@ -197,6 +197,8 @@ class TrainStep(nn.Cell):
         self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
         self.accumulation_steps = accumulation_steps
         self.direct = accumulation_steps == 1 and ms.get_context("mode") == ms.PYNATIVE_MODE
+        if self.direct:
+            self.value_and_grad = ms.value_and_grad(self._scaled_loss, None, self.weights, has_aux=True)
         if not self.direct:
             self.accumulated = self.weights.clone(prefix="accumulated", init="zeros")
         self.micro_step = Parameter(Tensor(0, ms.int32), name="micro_step", requires_grad=False)
@@ -248,10 +250,18 @@ class TrainStep(nn.Cell):
             grads = tuple(g * factor for g in grads)
         return self._update_ema(self.optimizer(grads))
 
-    def construct(self, *inputs):
+    def _scaled_loss(self, *inputs):
+        """The loss times the loss scale (what is differentiated) and the loss itself."""
         loss = self.loss_net(*inputs)
-        sens = ops.ones_like(loss) * self.loss_scale.astype(loss.dtype)
-        grads = self.grad(self.loss_net, self.weights)(*inputs, sens)
+        return loss * self.loss_scale.astype(loss.dtype), loss
+
+    def construct(self, *inputs):
+        if self.direct:  # one forward pass: PyNative would run it twice for the loss and then the gradients
+            (_, loss), grads = self.value_and_grad(*inputs)
+        else:
+            loss = self.loss_net(*inputs)
+            sens = ops.ones_like(loss) * self.loss_scale.astype(loss.dtype)
+            grads = self.grad(self.loss_net, self.weights)(*inputs, sens)
         if self.distributed:
             grads = self.reducer(grads)
         if self.direct:
