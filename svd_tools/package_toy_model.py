@@ -6,7 +6,7 @@ The UNet only ever sees the encoder, so a decoder trained afterwards over the sa
 the one the UNet stage started from; a VAE whose encoder differs is refused.
 
     python -m svd_tools.package_toy_model --weights outputs/toy/unet/final.safetensors \\
-        --vae outputs/toy/vae_decoder/final.safetensors --output models/svd_toy.safetensors
+        --vae outputs/toy/vae_decoder_full/final.safetensors --output models/svd_toy.safetensors
 
 The keyframe-interpolation model, trained from the packaged base (configs/toy_interp.yaml), ships as a delta:
 only the tensors its training changed (temporal layers and input convolution, fp16), with the base's file name

@@ -63,6 +63,18 @@ def test_frames_stay_coherent(demo_run):
     assert abs(ours - reference) < abs(ours - noise), (ours, reference, noise)
 
 
+def test_autoencoder_reconstructs_the_held_out_clip():
+    """The shipped VAE (stage 1c decoder) on the demo clip's held-out real frames, through the temporal decoder
+    as sampling decodes them: the issue's 26 dB (all 243 held-out frames: outputs/eval/toy.md, README)."""
+    from svd_tools.evaluate import reconstruct
+    strip = np.asarray(Image.open(ROOT / DEMO["real_frames"]), np.float32) / 255.0
+    cfg = load_config(DEMO["config"])
+    real = np.stack(np.split(strip, cfg.sampling.num_frames, axis=1))
+    model = ImageToVideoPipeline.from_pretrained(ROOT / "models" / "svd_toy.safetensors", DEMO["config"]).model
+    scores = [psnr(a, b) for a, b in zip(real, reconstruct(model, real, cfg.sampling.decode_chunk_size))]
+    assert np.mean(scores) >= 26.0, scores
+
+
 def test_comparison_strip_puts_the_real_frames_above_the_demo(tmp_path):
     rng = np.random.default_rng(0)
     real, ours = (rng.integers(0, 256, (4, 18, 3), dtype=np.uint8) for _ in range(2))

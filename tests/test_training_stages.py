@@ -1,5 +1,5 @@
 """The from-scratch training stages of the toy recipe (configs/toy_vae.yaml, toy_unet.yaml, toy_unet_more.yaml,
-toy_vae_decoder.yaml), a few steps each on a real clip, plus the training-log and run-safety rules they rely on."""
+toy_vae_decoder.yaml, toy_vae_decoder_full.yaml), a few steps each on a real clip, plus the training-log and run-safety rules they rely on."""
 from pathlib import Path
 
 import mindspore as ms
@@ -101,6 +101,19 @@ def test_decoder_stage_keeps_the_latent_space_and_packages_with_the_unet_stage(v
     (tmp_path / "svd_toy.yaml").write_text((ROOT / "configs" / "svd_toy.yaml").read_text())
     write_scale_factor(0.123456789, tmp_path, ["svd_toy.yaml"])
     assert load_config(str(tmp_path / "svd_toy.yaml")).model.scale_factor == 0.123457
+
+
+def test_whole_frame_decoder_stage_moves_only_the_decoder(vae_stage, clips_csv, tmp_path):
+    """Stage 1c (configs/toy_vae_decoder_full.yaml) continues a decoder on whole frames over the same encoder."""
+    from omegaconf import OmegaConf
+    config = OmegaConf.load(ROOT / "configs" / "toy_vae_decoder_full.yaml")
+    assert config.data.crop is None and config.train.trainable == "vae_decoder"
+    assert config.init.load.path == "outputs/toy/vae_decoder/final.safetensors", "it continues stage 1b"
+    vae_out, vae_weights = vae_stage
+    after = stage("toy_vae_decoder_full.yaml", clips_csv, tmp_path, f"init.load.path={vae_out / 'final.safetensors'}")
+    changed = {k for k in vae_weights if not np.array_equal(vae_weights[k], after[k])}
+    decoder_keys = {k for k in vae_weights if k.startswith("vae.decoder.")}
+    assert changed <= decoder_keys and len(changed) > 0.9 * len(decoder_keys)
 
 
 def test_unet_stage_without_its_vae_is_a_clear_error(clips_csv, tmp_path):
