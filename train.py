@@ -35,8 +35,9 @@ from svd.runtime import set_mode
 from svd.training.log import TrainingLog
 from svd.training.sink import sink_dataset
 from svd.training.state import CheckpointManager
-from svd.training.step import (AUTOENCODER_CHOICES, AutoencoderLoss, DiffusionLoss, InterpolationLoss, TrainStep,
-                               cosine_schedule, interpolation_step_inputs, latent_scale, select_trainable, step_inputs)
+from svd.training.step import (AUTOENCODER_CHOICES, AutoencoderLoss, CompiledLoss, DiffusionLoss, InterpolationLoss,
+                               TrainStep, cosine_schedule, interpolation_step_inputs, latent_scale, select_trainable,
+                               step_inputs)
 
 PRECISIONS = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
 
@@ -156,6 +157,8 @@ def build_training(cfg, args, world_size, clips):
                 raise ValueError(f"{args.config}: data.num_frames: {err}") from None
             loss_class = InterpolationLoss
         loss = loss_class(model, cfg.data.height, cfg.data.width, trainable_choice == "unet+image_encoder")
+    if cfg.runtime.get("compile_loss") and cfg.runtime.mode == "pynative":
+        loss = CompiledLoss(loss, cfg.runtime.get("jit_level") or "O0")
     step = TrainStep(loss, optimizer, t.accumulation_steps, t.clip_norm, t.loss_scale, t.dynamic_loss_scale,
                      t.scale_factor, t.scale_window, t.ema_decay, distributed=world_size > 1)
     step.set_train()

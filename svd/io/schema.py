@@ -181,6 +181,7 @@ TRAIN_SCHEMA = {
     "checkpoint.keep": integer(1),
     "runtime.mode": choice(("graph", "pynative")),
     "runtime.jit_level": choice(("O0", "O1", "O2"), optional=True),
+    "runtime.compile_loss": boolean(optional=True),
     "runtime.memory_budget_mb": number(0, low_open=True, optional=True, nullable=True),
     "runtime.sink": boolean(optional=True),
     "runtime.sink_size": integer(1, optional=True),

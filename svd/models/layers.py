@@ -132,7 +132,8 @@ def timestep_embedding(t, dim, max_period=10000.0):
 
 
 def conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=None, has_bias=True):
-    """Conv2d with PyTorch-style symmetric zero padding (default: 'same' for odd kernels)."""
+    """Conv2d with PyTorch-style zero padding: 'same' for odd kernels by default, an int, or
+    (top, bottom, left, right)."""
     padding = kernel_size // 2 if padding is None else padding
     if padding == 0:
         return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="valid", has_bias=has_bias)

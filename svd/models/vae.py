@@ -77,16 +77,21 @@ class AttnBlock(nn.Cell):
 
 
 class Resample(nn.Cell):
-    """Encoder downsample (pad right/bottom, stride-2 conv) or decoder upsample (nearest x2, conv)."""
+    """Encoder downsample (stride-2 conv padded right/bottom only) or decoder upsample (nearest x2, conv).
+
+    The asymmetric padding is the conv's own (top, bottom, left, right), not a separate pad op: the
+    compiled backward of ops.pad hangs on MindSpore 2.10's CPU backend from its 26th call at 16x24.
+    """
 
     def __init__(self, channels, down):
         super().__init__()
         self.down = down
-        self.conv = conv2d(channels, channels, 3, stride=2, padding=0) if down else conv2d(channels, channels, 3)
+        padding = (0, 1, 0, 1) if down else None
+        self.conv = conv2d(channels, channels, 3, stride=2 if down else 1, padding=padding)
 
     def construct(self, x):
         if self.down:
-            return self.conv(ops.pad(x, (0, 1, 0, 1)))
+            return self.conv(x)
         return self.conv(upsample_nearest_2x(x))
 
 
