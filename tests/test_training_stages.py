@@ -1,5 +1,6 @@
 """The from-scratch training stages of the toy recipe (configs/toy_vae.yaml, toy_unet.yaml, toy_unet_more.yaml,
-toy_vae_decoder.yaml, toy_vae_decoder_full.yaml), a few steps each on a real clip, plus the training-log and run-safety rules they rely on."""
+toy_vae_decoder.yaml, toy_vae_decoder_full.yaml), a few steps each on a real clip, plus the training-log and
+run-safety rules they rely on."""
 from pathlib import Path
 
 import mindspore as ms
@@ -160,17 +161,17 @@ def test_autoencoder_loss_is_mse_plus_weighted_kl():
 def test_compiled_loss_trains_as_the_eager_loss_does(vae_stage, clips_csv, tmp_path):
     """`runtime.compile_loss` (the toy configs' setting) gives the eager step's losses and weights."""
     vae_out, _ = vae_stage
-    runs = {}
+    weights, logs = {}, {}
     for compiled in (True, False):
         out = tmp_path / str(compiled)
-        runs[compiled] = stage("toy_unet.yaml", clips_csv, out, f"init.load.path={vae_out / 'final.safetensors'}",
-                               f"runtime.compile_loss={compiled}")
-        runs[compiled, "log"] = (out / "log_rank0.csv").read_text().splitlines()
-    assert len(runs[True, "log"]) == 3
-    for compiled_row, eager_row in zip(runs[True, "log"][1:], runs[False, "log"][1:]):
+        weights[compiled] = stage("toy_unet.yaml", clips_csv, out, f"init.load.path={vae_out / 'final.safetensors'}",
+                                  f"runtime.compile_loss={compiled}")
+        logs[compiled] = (out / "log_rank0.csv").read_text().splitlines()
+    assert len(logs[True]) == 3
+    for compiled_row, eager_row in zip(logs[True][1:], logs[False][1:]):
         assert float(compiled_row.split(",")[1]) == pytest.approx(float(eager_row.split(",")[1]), rel=1e-5)
-    for key, value in runs[False].items():
-        np.testing.assert_allclose(runs[True][key], value, rtol=1e-4, atol=1e-6, err_msg=key)
+    for key, value in weights[False].items():
+        np.testing.assert_allclose(weights[True][key], value, rtol=1e-4, atol=1e-6, err_msg=key)
 
 
 AUTOENCODER_BACKWARD_CALLS = """

@@ -170,9 +170,9 @@ class AutoencoderLoss(nn.Cell):
 class CompiledLoss(nn.Cell):
     """A loss net whose forward, and so its backward, runs as one compiled graph inside a PyNative step.
 
-    At toy width a PyNative step is bound by per-op dispatch (a toy UNet step 5.8 s, 3.4 s compiled; the
-    toy autoencoder 1.3 s, 0.7 s), while compiling the whole step with its optimizer stalls or takes too
-    long on MindSpore 2.10's CPU backend. The update, clipping and EMA stay eager.
+    At toy width a PyNative step is bound by per-op dispatch (a toy UNet step 5.8 s, 3.3 s compiled; the
+    toy autoencoder 1.3 s, 0.9 s), while compiling the whole step with its optimizer takes too long on
+    MindSpore 2.10's CPU backend. The update, clipping and EMA stay eager.
     """
 
     def __init__(self, loss_net, jit_level="O0"):
