@@ -156,7 +156,8 @@ def build_training(cfg, args, world_size, clips):
             except ValueError as err:
                 raise ValueError(f"{args.config}: data.num_frames: {err}") from None
             loss_class = InterpolationLoss
-        loss = loss_class(model, cfg.data.height, cfg.data.width, trainable_choice == "unet+image_encoder")
+        loss = loss_class(model, cfg.data.height, cfg.data.width, trainable_choice == "unet+image_encoder",
+                          t.get("first_frame_weight", 1.0))
     if cfg.runtime.get("compile_loss") and cfg.runtime.mode == "pynative":
         loss = CompiledLoss(loss, cfg.runtime.get("jit_level") or "O0")
     step = TrainStep(loss, optimizer, t.accumulation_steps, t.clip_norm, t.loss_scale, t.dynamic_loss_scale,

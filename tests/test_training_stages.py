@@ -140,6 +140,37 @@ def test_conditioning_dropout_draws(clips_csv):
     assert step_inputs(clips, 0, 4, 0, 0, 1, noise, 8, 4)[-1].tolist() == [1.0] * 4
 
 
+@pytest.mark.parametrize("first_frame_weight", [1.0, 3.0])
+def test_first_frame_weight_reweights_the_per_frame_errors(clips_csv, first_frame_weight):
+    """The loss against each frame's v-weighted error recomputed in float64 from the denoiser's own output."""
+    from svd.data import VideoClips
+    from svd.training.step import DiffusionLoss
+
+    model = build_model(load_config("svd_toy"), seed=3)
+    loss_net = DiffusionLoss(model, 32, 48, first_frame_weight=first_frame_weight)
+    seen = {}
+    denoise, targets = model.denoise, loss_net.targets
+
+    def spy_denoise(x, sigma, *conditions):
+        seen["sigma"] = sigma.asnumpy().astype(np.float64)
+        seen["denoised"] = denoise(x, sigma, *conditions)
+        return seen["denoised"]
+
+    def spy_targets(frames, latent_noise):
+        seen["x0"] = targets(frames, latent_noise)
+        return seen["x0"]
+
+    model.denoise, loss_net.targets = spy_denoise, spy_targets
+    noise = {"p_mean": 1.0, "p_std": 1.6, "cond_aug_mean": -3.0, "cond_aug_std": 0.5}
+    inputs = step_inputs(VideoClips(clips_csv, 3, 1, 32, 48), 0, 2, 0, 0, 1, noise, model.latent_channels, 4)
+    loss = loss_net(*[ms.Tensor(x) for x in inputs])
+    difference = seen["denoised"].asnumpy().astype(np.float64) - seen["x0"].asnumpy().astype(np.float64)
+    errors = (difference ** 2).mean(axis=(1, 2, 3)) * (seen["sigma"] ** 2 + 1) / seen["sigma"] ** 2
+    errors = errors.reshape(2, 3)
+    expected = ((first_frame_weight * errors[:, 0] + errors[:, 1:].sum(axis=1)) / (first_frame_weight + 2)).mean()
+    assert float(loss.asnumpy()) == pytest.approx(expected, rel=1e-5)
+
+
 def test_autoencoder_loss_is_mse_plus_weighted_kl():
     """The loss against the same terms computed in float64 from the posterior and the decoder."""
     model = build_model(load_config("svd_toy"), seed=3)

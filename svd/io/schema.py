@@ -164,6 +164,7 @@ TRAIN_SCHEMA = {
     "train.ema_decay": number(0, 1, high_open=True),
     "train.recompute": boolean(),
     "train.cond_dropout": number(0, 1, optional=True),
+    "train.first_frame_weight": number(0, low_open=True, optional=True),
     "train.kl_weight": number(0, optional=True),
     "train.latent_scale": choice(("auto", "config"), optional=True, nullable=True),
     "optimizer.lr": number(0),

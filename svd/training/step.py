@@ -71,11 +71,14 @@ class DiffusionLoss(nn.Cell):
     is frozen too unless ``train_image_encoder`` (a toy model trains its small tower jointly).
     ``keep_cond`` (one 0/1 per clip) drops the image conditioning, context and latent together, as
     the sampler's unconditional branch does, so classifier-free guidance has something to contrast.
+    ``first_frame_weight``: frame 0's share of each clip's loss relative to one other frame (1 is SVD's plain
+    mean over frames); a small model trained briefly learns to reproduce the conditioning frame sooner with more.
     """
 
-    def __init__(self, model, height, width, train_image_encoder=False):
+    def __init__(self, model, height, width, train_image_encoder=False, first_frame_weight=1.0):
         super().__init__(auto_prefix=False)
         self.model = model
+        self.first_frame_weight = first_frame_weight
         self.dim = model.micro_cond_dim
         self.scale_factor = model.scale_factor
         self.resize = resize_operators(height, width, model.image_encoder.image_size)
@@ -100,7 +103,12 @@ class DiffusionLoss(nn.Cell):
         denoised = self.model.denoise(x_noisy, sigma, x_concat, ops.repeat_interleave(context, t, 0),
                                       ops.repeat_interleave(vector, t, 0), ops.zeros((b, t), ms.float32))
         weight = (sigma ** 2 + 1.0) / sigma ** 2
-        return (weight * ops.square(denoised - x0).mean(axis=(1, 2, 3))).mean()
+        error = weight * ops.square(denoised - x0).mean(axis=(1, 2, 3))
+        if self.first_frame_weight == 1.0:
+            return error.mean()
+        error = error.reshape(b, t)
+        total = self.first_frame_weight * error[:, 0] + error[:, 1:].sum(axis=1)
+        return (total / (self.first_frame_weight + t - 1)).mean()
 
     def construct(self, frames, fps_id, motion_bucket_id, cond_aug, cond_noise, sigma, noise, latent_noise,
                   keep_cond):
