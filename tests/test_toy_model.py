@@ -41,8 +41,6 @@ def demo_run(tmp_path_factory):
     return video, real, random_video, options
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 open: the shipped toy UNet (stages 2 + 2b, 1200 steps) gives "
-                   "20.8 dB; a better model makes this pass, and strict=True then fails until this mark is removed")
 def test_first_frame_matches_the_input(demo_run):
     video, _, _, options = demo_run
     given = load_image(ROOT / DEMO["image"], options.height, options.width).astype(np.float32) / 255.0
@@ -55,8 +53,6 @@ def test_the_video_moves_like_the_real_clip(demo_run):
     assert 0.5 <= ratio <= 2.0, ratio
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 open: warping error 0.053 with the shipped toy UNet, real clip "
-                   "0.017, random weights 0.083 (just nearer random); strict=True fails once a better model passes")
 def test_frames_stay_coherent(demo_run):
     video, real, random_video, _ = demo_run
     ours, reference, noise = warping_error(video), warping_error(real), warping_error(random_video)
