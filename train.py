@@ -156,6 +156,9 @@ def build_training(cfg, args, world_size, clips):
             except ValueError as err:
                 raise ValueError(f"{args.config}: data.num_frames: {err}") from None
             loss_class = InterpolationLoss
+            if t.get("first_frame_weight", 1.0) != 1.0:
+                raise ValueError(f"{args.config}: train.first_frame_weight must be 1 for an interpolation model "
+                                 "(every keyframe is conditioning, not only frame 0)")
         loss = loss_class(model, cfg.data.height, cfg.data.width, trainable_choice == "unet+image_encoder",
                           t.get("first_frame_weight", 1.0))
     if cfg.runtime.get("compile_loss") and cfg.runtime.mode == "pynative":

@@ -171,6 +171,28 @@ def test_first_frame_weight_reweights_the_per_frame_errors(clips_csv, first_fram
     assert float(loss.asnumpy()) == pytest.approx(expected, rel=1e-5)
 
 
+def test_first_frame_weight_compiles_to_the_eager_loss(clips_csv):
+    """The weighted loss as the toy recipe runs it (`runtime.compile_loss`) equals the eager one."""
+    from svd.data import VideoClips
+    from svd.training.step import CompiledLoss, DiffusionLoss
+
+    model = build_model(load_config("svd_toy"), seed=3)
+    loss_net = DiffusionLoss(model, 32, 48, first_frame_weight=3.0)
+    noise = {"p_mean": 1.0, "p_std": 1.6, "cond_aug_mean": -3.0, "cond_aug_std": 0.5}
+    inputs = [ms.Tensor(x) for x in step_inputs(VideoClips(clips_csv, 3, 1, 32, 48), 0, 2, 0, 0, 1, noise,
+                                                 model.latent_channels, 4)]
+    eager = float(loss_net(*inputs).asnumpy())
+    assert float(CompiledLoss(loss_net)(*inputs).asnumpy()) == pytest.approx(eager, rel=1e-5)
+
+
+def test_first_frame_weight_is_refused_for_the_interpolation_model(clips_csv, tmp_path):
+    config = (ROOT / "configs" / "toy_interp.yaml").read_text()
+    weighted = tmp_path / "interp_weighted.yaml"
+    weighted.write_text(config.replace("\ntrain:\n", "\ntrain:\n  first_frame_weight: 2.0\n", 1))
+    with pytest.raises(ValueError, match="first_frame_weight must be 1 for an interpolation model"):
+        train.main(["--config", str(weighted), f"data.csv={clips_csv}", f"checkpoint.dir={tmp_path / 'out'}"])
+
+
 def test_autoencoder_loss_is_mse_plus_weighted_kl():
     """The loss against the same terms computed in float64 from the posterior and the decoder."""
     model = build_model(load_config("svd_toy"), seed=3)

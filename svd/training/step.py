@@ -73,6 +73,7 @@ class DiffusionLoss(nn.Cell):
     the sampler's unconditional branch does, so classifier-free guidance has something to contrast.
     ``first_frame_weight``: frame 0's share of each clip's loss relative to one other frame (1 is SVD's plain
     mean over frames); a small model trained briefly learns to reproduce the conditioning frame sooner with more.
+    It is for the image-to-video loss only (train.py refuses it for the interpolation model's).
     """
 
     def __init__(self, model, height, width, train_image_encoder=False, first_frame_weight=1.0):
