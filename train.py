@@ -150,17 +150,18 @@ def build_training(cfg, args, world_size, clips):
         loss = AutoencoderLoss(model, t.get("kl_weight", 1e-6))
     else:
         loss_class = DiffusionLoss
+        first_frame_weight = t.get("first_frame_weight", 1.0)
         if is_interpolation_model(model):  # keyframe interpolation (svd.models.interpolation): (k-1)*4+1 frames
             try:
                 keyframe_count(cfg.data.num_frames)
             except ValueError as err:
                 raise ValueError(f"{args.config}: data.num_frames: {err}") from None
             loss_class = InterpolationLoss
-            if t.get("first_frame_weight", 1.0) != 1.0:
+            if first_frame_weight != 1.0:
                 raise ValueError(f"{args.config}: train.first_frame_weight must be 1 for an interpolation model "
                                  "(every keyframe is conditioning, not only frame 0)")
         loss = loss_class(model, cfg.data.height, cfg.data.width, trainable_choice == "unet+image_encoder",
-                          t.get("first_frame_weight", 1.0))
+                          first_frame_weight)
     if cfg.runtime.get("compile_loss") and cfg.runtime.mode == "pynative":
         loss = CompiledLoss(loss, cfg.runtime.get("jit_level") or "O0")
     step = TrainStep(loss, optimizer, t.accumulation_steps, t.clip_norm, t.loss_scale, t.dynamic_loss_scale,

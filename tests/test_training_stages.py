@@ -140,14 +140,21 @@ def test_conditioning_dropout_draws(clips_csv):
     assert step_inputs(clips, 0, 4, 0, 0, 1, noise, 8, 4)[-1].tolist() == [1.0] * 4
 
 
-@pytest.mark.parametrize("first_frame_weight", [1.0, 3.0])
-def test_first_frame_weight_reweights_the_per_frame_errors(clips_csv, first_frame_weight):
-    """The loss against each frame's v-weighted error recomputed in float64 from the denoiser's own output."""
+def weighted_loss_case(clips_csv, first_frame_weight):
+    """A seeded toy model, its DiffusionLoss with ``first_frame_weight`` and one step's inputs (2 clips, 3 frames)."""
     from svd.data import VideoClips
     from svd.training.step import DiffusionLoss
 
     model = build_model(load_config("svd_toy"), seed=3)
-    loss_net = DiffusionLoss(model, 32, 48, first_frame_weight=first_frame_weight)
+    noise = {"p_mean": 1.0, "p_std": 1.6, "cond_aug_mean": -3.0, "cond_aug_std": 0.5}
+    inputs = step_inputs(VideoClips(clips_csv, 3, 1, 32, 48), 0, 2, 0, 0, 1, noise, model.latent_channels, 4)
+    return model, DiffusionLoss(model, 32, 48, first_frame_weight=first_frame_weight), [ms.Tensor(x) for x in inputs]
+
+
+@pytest.mark.parametrize("first_frame_weight", [1.0, 3.0])
+def test_first_frame_weight_reweights_the_per_frame_errors(clips_csv, first_frame_weight):
+    """The loss against each frame's v-weighted error recomputed in float64 from the denoiser's own output."""
+    model, loss_net, inputs = weighted_loss_case(clips_csv, first_frame_weight)
     seen = {}
     denoise, targets = model.denoise, loss_net.targets
 
@@ -161,9 +168,7 @@ def test_first_frame_weight_reweights_the_per_frame_errors(clips_csv, first_fram
         return seen["x0"]
 
     model.denoise, loss_net.targets = spy_denoise, spy_targets
-    noise = {"p_mean": 1.0, "p_std": 1.6, "cond_aug_mean": -3.0, "cond_aug_std": 0.5}
-    inputs = step_inputs(VideoClips(clips_csv, 3, 1, 32, 48), 0, 2, 0, 0, 1, noise, model.latent_channels, 4)
-    loss = loss_net(*[ms.Tensor(x) for x in inputs])
+    loss = loss_net(*inputs)
     difference = seen["denoised"].asnumpy().astype(np.float64) - seen["x0"].asnumpy().astype(np.float64)
     errors = (difference ** 2).mean(axis=(1, 2, 3)) * (seen["sigma"] ** 2 + 1) / seen["sigma"] ** 2
     errors = errors.reshape(2, 3)
@@ -173,14 +178,9 @@ def test_first_frame_weight_reweights_the_per_frame_errors(clips_csv, first_fram
 
 def test_first_frame_weight_compiles_to_the_eager_loss(clips_csv):
     """The weighted loss as the toy recipe runs it (`runtime.compile_loss`) equals the eager one."""
-    from svd.data import VideoClips
-    from svd.training.step import CompiledLoss, DiffusionLoss
+    from svd.training.step import CompiledLoss
 
-    model = build_model(load_config("svd_toy"), seed=3)
-    loss_net = DiffusionLoss(model, 32, 48, first_frame_weight=3.0)
-    noise = {"p_mean": 1.0, "p_std": 1.6, "cond_aug_mean": -3.0, "cond_aug_std": 0.5}
-    inputs = [ms.Tensor(x) for x in step_inputs(VideoClips(clips_csv, 3, 1, 32, 48), 0, 2, 0, 0, 1, noise,
-                                                 model.latent_channels, 4)]
+    _, loss_net, inputs = weighted_loss_case(clips_csv, 3.0)
     eager = float(loss_net(*inputs).asnumpy())
     assert float(CompiledLoss(loss_net)(*inputs).asnumpy()) == pytest.approx(eager, rel=1e-5)
 
